@@ -1,0 +1,53 @@
+//! A tiny origin service bundled for the out-of-the-box demo: it answers
+//! every request with a JSON echo of what it received (method, path and
+//! headers), so a user can see what the chain changed.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::net::TcpListener;
+
+/// Serves the demo origin on `addr` until the process exits.
+pub async fn run(addr: SocketAddr) -> anyhow::Result<()> {
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|e| anyhow::anyhow!("demo origin: cannot bind {addr}: {e}"))?;
+    tracing::info!(%addr, "demo origin listening");
+    loop {
+        let (stream, _) = listener.accept().await?;
+        tokio::spawn(async move {
+            let svc = service_fn(|req: hyper::Request<hyper::body::Incoming>| async move {
+                let (parts, body) = req.into_parts();
+                let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+                let headers: serde_json::Map<String, serde_json::Value> = parts
+                    .headers
+                    .iter()
+                    .map(|(k, v)| {
+                        (k.to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned().into())
+                    })
+                    .collect();
+                let echo = serde_json::json!({
+                    "origin": "tollgate-demo",
+                    "method": parts.method.as_str(),
+                    "path": parts.uri.to_string(),
+                    "headers": headers,
+                    "body_bytes": body.len(),
+                });
+                Ok::<_, Infallible>(
+                    hyper::Response::builder()
+                        .header("content-type", "application/json")
+                        .header("server", "tollgate-demo-origin")
+                        .body(Full::new(Bytes::from(format!("{echo:#}\n"))))
+                        .expect("valid response"),
+                )
+            });
+            let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                .serve_connection(TokioIo::new(stream), svc)
+                .await;
+        });
+    }
+}

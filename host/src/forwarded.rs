@@ -1,0 +1,136 @@
+//! `X-Forwarded-For`, `-Proto` and `-Host`: what the origin learns about
+//! the client. Values a client sent are kept only when the connection comes
+//! from a configured trusted proxy; otherwise they are replaced, so a client
+//! cannot spoof its address.
+//!
+//! Also derives the client IP that components key on: the right-most
+//! untrusted address in the chain of proxies.
+
+use std::net::IpAddr;
+
+use http::header::{HeaderMap, HeaderValue};
+use ipnet::IpNet;
+
+use crate::config::is_trusted;
+
+/// The header through which components learn the client IP. Any value a
+/// client sends is replaced.
+pub const CLIENT_IP: &str = "x-tollgate-client-ip";
+/// Spin's equivalent; a client-sent one is removed.
+pub const SPIN_CLIENT_ADDR: &str = "spin-client-addr";
+
+const XFF: &str = "x-forwarded-for";
+const XFP: &str = "x-forwarded-proto";
+const XFH: &str = "x-forwarded-host";
+
+/// Rewrites the forwarding headers for a request that arrived from `peer`
+/// over plain HTTP, addressed to `host`.
+pub fn apply(headers: &mut HeaderMap, peer: IpAddr, host: &str, trusted: &[IpNet]) {
+    let from_proxy = is_trusted(trusted, peer);
+    let prior = if from_proxy {
+        joined(headers, XFF)
+    } else {
+        None
+    };
+    let xff = match prior {
+        Some(p) => format!("{p}, {peer}"),
+        None => peer.to_string(),
+    };
+    let proto = from_proxy
+        .then(|| single_token(headers, XFP))
+        .flatten()
+        .unwrap_or_else(|| "http".into());
+    let fwd_host = from_proxy
+        .then(|| single_token(headers, XFH))
+        .flatten()
+        .unwrap_or_else(|| host.to_owned());
+    for (name, value) in [(XFF, xff), (XFP, proto), (XFH, fwd_host)] {
+        headers.remove(name);
+        if let Ok(v) = HeaderValue::from_str(&value) {
+            headers.insert(name, v);
+        }
+    }
+}
+
+/// The client's address: walking `X-Forwarded-For` from the right, the first
+/// address that is not a trusted proxy. `headers` must already be rewritten
+/// by [`apply`].
+pub fn client_ip(headers: &HeaderMap, trusted: &[IpNet]) -> Option<IpAddr> {
+    let list = headers.get(XFF)?.to_str().ok()?;
+    let mut last = None;
+    for part in list.rsplit(',') {
+        let ip: IpAddr = part.trim().parse().ok()?;
+        last = Some(ip);
+        if !is_trusted(trusted, ip) {
+            return Some(ip);
+        }
+    }
+    last
+}
+
+fn joined(headers: &HeaderMap, name: &str) -> Option<String> {
+    let parts: Vec<&str> = headers
+        .get_all(name)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .collect();
+    if parts.is_empty() {
+        return None;
+    }
+    let all = parts.join(", ");
+    // Keep only a list of valid addresses; anything else is discarded.
+    all.split(',')
+        .all(|p| p.trim().parse::<IpAddr>().is_ok())
+        .then_some(all)
+}
+
+fn single_token(headers: &HeaderMap, name: &str) -> Option<String> {
+    let v = headers.get(name)?.to_str().ok()?.trim();
+    (!v.is_empty() && v.len() <= 255 && !v.contains([',', ' '])).then(|| v.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn nets(s: &[&str]) -> Vec<IpNet> {
+        s.iter().map(|n| n.parse().unwrap()).collect()
+    }
+
+    #[test]
+    fn untrusted_peers_cannot_spoof() {
+        let mut h = HeaderMap::new();
+        h.insert(XFF, "1.2.3.4".parse().unwrap());
+        h.insert(XFP, "https".parse().unwrap());
+        h.insert(XFH, "evil.example".parse().unwrap());
+        apply(&mut h, "203.0.113.9".parse().unwrap(), "api.example", &nets(&["10.0.0.0/8"]));
+        assert_eq!(h[XFF], "203.0.113.9");
+        assert_eq!(h[XFP], "http");
+        assert_eq!(h[XFH], "api.example");
+        assert_eq!(client_ip(&h, &nets(&["10.0.0.0/8"])), Some("203.0.113.9".parse().unwrap()));
+    }
+
+    #[test]
+    fn trusted_proxies_extend_the_chain() {
+        let mut h = HeaderMap::new();
+        h.insert(XFF, "198.51.100.7, 10.0.0.2".parse().unwrap());
+        h.insert(XFP, "https".parse().unwrap());
+        h.insert(XFH, "shop.example".parse().unwrap());
+        let trusted = nets(&["10.0.0.0/8"]);
+        apply(&mut h, "10.0.0.1".parse().unwrap(), "internal", &trusted);
+        assert_eq!(h[XFF], "198.51.100.7, 10.0.0.2, 10.0.0.1");
+        assert_eq!(h[XFP], "https");
+        assert_eq!(h[XFH], "shop.example");
+        assert_eq!(client_ip(&h, &trusted), Some("198.51.100.7".parse().unwrap()));
+    }
+
+    #[test]
+    fn junk_from_a_trusted_proxy_is_dropped() {
+        let mut h = HeaderMap::new();
+        h.insert(XFF, "not-an-ip".parse().unwrap());
+        apply(&mut h, "10.0.0.1".parse().unwrap(), "h", &nets(&["10.0.0.0/8"]));
+        assert_eq!(h[XFF], "10.0.0.1");
+    }
+}

@@ -1,0 +1,169 @@
+//! `tollgate`: the command line. `serve` runs the gateway, `check`
+//! validates a config without serving, `demo-origin` runs the bundled demo
+//! origin on its own.
+
+mod builtin;
+mod compose;
+mod config;
+mod demo_origin;
+mod forwarded;
+mod gateway;
+mod kv;
+mod outbound;
+mod problem;
+mod routes;
+mod runtime;
+mod serve;
+mod services;
+mod stdio;
+mod telemetry;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use clap::{Parser, Subcommand};
+use tokio::net::TcpListener;
+
+/// The configuration used when `serve` is given no `--config`.
+const DEFAULT_CONFIG: &str = include_str!("../../examples/tollgate.toml");
+/// Where the default configuration expects its origin.
+const DEMO_ORIGIN: &str = "127.0.0.1:9000";
+
+#[derive(Parser)]
+#[command(name = "tollgate", version, about = "Edge gateway built from WebAssembly middleware")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway.
+    Serve {
+        /// Configuration file (default: the bundled examples/tollgate.toml).
+        #[arg(short, long)]
+        config: Option<PathBuf>,
+        /// Also run the bundled demo origin on 127.0.0.1:9000.
+        #[arg(long)]
+        demo: bool,
+    },
+    /// Validate a configuration file and exit.
+    Check { config: PathBuf },
+    /// Run only the bundled demo origin.
+    DemoOrigin {
+        #[arg(long, default_value = DEMO_ORIGIN)]
+        listen: SocketAddr,
+    },
+}
+
+fn main() -> ExitCode {
+    telemetry::init_logging();
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("starting the async runtime");
+    match cli.command {
+        Command::Check { config } => match config::load(&config, &config::Env::process()) {
+            Ok(c) => {
+                // Composition and linking problems count as config errors too.
+                match runtime.block_on(async { gateway::build(&c) }) {
+                    Ok(_) => {
+                        println!("{}: ok ({} routes)", config.display(), c.routes.len());
+                        ExitCode::SUCCESS
+                    }
+                    Err(e) => {
+                        eprintln!("invalid configuration: {e:#}");
+                        ExitCode::from(2)
+                    }
+                }
+            }
+            Err(e) => {
+                eprint!("{e}");
+                ExitCode::from(2)
+            }
+        },
+        Command::DemoOrigin { listen } => match runtime.block_on(demo_origin::run(listen)) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("{e:#}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Serve { config, demo } => {
+            let loaded = match &config {
+                Some(path) => config::load(path, &config::Env::process()),
+                None => config::parse(DEFAULT_CONFIG, std::path::Path::new("."), &config::Env::process()),
+            };
+            let cfg = match loaded {
+                Ok(c) => c,
+                Err(e) => {
+                    eprint!("{e}");
+                    return ExitCode::from(2);
+                }
+            };
+            match runtime.block_on(run(cfg, demo)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("tollgate: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+async fn run(cfg: config::Config, demo: bool) -> anyhow::Result<()> {
+    let gateway = Arc::new(gateway::build(&cfg)?);
+    if demo {
+        let addr: SocketAddr = DEMO_ORIGIN.parse().expect("valid address");
+        tokio::spawn(async move {
+            if let Err(e) = demo_origin::run(addr).await {
+                tracing::error!(error = %e, "demo origin stopped");
+            }
+        });
+    }
+    let mut listeners = Vec::new();
+    for addr in &cfg.listen {
+        let l = TcpListener::bind(addr)
+            .await
+            .map_err(|e| anyhow::anyhow!("server.listen: cannot bind {addr}: {e}"))?;
+        tracing::info!(addr = %l.local_addr()?, "listening");
+        listeners.push(l);
+    }
+    if let Some(admin) = telemetry::bind_admin(cfg.admin_listen).await? {
+        tracing::info!(addr = %admin.local_addr()?, "admin listening");
+        tokio::spawn(telemetry::serve_admin(admin, gateway.metrics.clone()));
+    }
+    let kv = gateway.kv.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(30));
+        loop {
+            tick.tick().await;
+            kv.sweep();
+        }
+    });
+
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        tracing::info!("shutdown signal received");
+        let _ = tx.send(true);
+    });
+    gateway.metrics.ready.store(true, Ordering::Relaxed);
+    serve::serve(gateway, listeners, rx).await;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("installing the SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("installing the SIGINT handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}

@@ -1,0 +1,249 @@
+//! Everything that leaves the gateway: one pooled HTTP client shared by all
+//! routes, and the two `wasi:http` hooks that use it.
+//!
+//! - [`OriginHooks`] serves the innermost `wasi:http/handler` import of a
+//!   chain: it re-targets the request at the route's origin.
+//! - [`ClientHooks`] serves the chain's own `wasi:http/client` calls, and
+//!   lets them reach only the route's allowed outbound hosts.
+//!
+//! Both strip hop-by-hop headers, and both apply the connect and response
+//! timeouts, which surface as `connection-timeout` and
+//! `http-response-timeout` so the ingress can answer 502 or 504.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::header::{self, HeaderMap, HeaderName};
+use http::uri::{PathAndQuery, Uri};
+use http_body_util::BodyExt;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use wasmtime_wasi_http::{Error as HttpError, RequestOptions, WasiBody, WasiHttpHooks};
+
+use crate::config::{Limits, Origin};
+
+/// The shared, pooled client.
+pub struct OriginClient {
+    client: Client<HttpConnector, WasiBody>,
+    response_timeout: Duration,
+}
+
+type SendResult = Result<
+    (
+        http::Response<WasiBody>,
+        Box<dyn Future<Output = Result<(), HttpError>> + Send>,
+    ),
+    HttpError,
+>;
+
+impl OriginClient {
+    pub fn new(limits: &Limits) -> Arc<Self> {
+        let mut connector = HttpConnector::new();
+        connector.set_connect_timeout(Some(limits.origin_connect_timeout));
+        connector.set_nodelay(true);
+        connector.set_keepalive(Some(Duration::from_secs(60)));
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(90))
+            .pool_max_idle_per_host(limits.origin_idle_connections)
+            .build(connector);
+        Arc::new(Self {
+            client,
+            response_timeout: limits.origin_response_timeout,
+        })
+    }
+
+    /// Sends `req` and waits for the response head within the response timeout.
+    pub async fn send(&self, mut req: http::Request<WasiBody>) -> SendResult {
+        strip_hop_by_hop(req.headers_mut());
+        let res = tokio::time::timeout(self.response_timeout, self.client.request(req))
+            .await
+            .map_err(|_| HttpError::HttpResponseTimeout)?
+            .map_err(classify)?;
+        let (mut parts, body) = res.into_parts();
+        strip_hop_by_hop(&mut parts.headers);
+        let body = body.map_err(HttpError::from).boxed_unsync();
+        // The pool drives connections on its own tasks: no I/O future to hand back.
+        Ok((
+            http::Response::from_parts(parts, body),
+            Box::new(async { Ok(()) }),
+        ))
+    }
+}
+
+impl OriginClient {
+    /// Re-targets `request` at `origin` (keeping path and query, setting
+    /// `Host` to the origin's authority) and sends it.
+    pub async fn forward(
+        &self,
+        request: http::Request<WasiBody>,
+        origin: &Origin,
+    ) -> Result<http::Response<WasiBody>, HttpError> {
+        self.forward_raw(request, origin).await.map(|(res, _)| res)
+    }
+
+    async fn forward_raw(&self, mut request: http::Request<WasiBody>, origin: &Origin) -> SendResult {
+        *request.uri_mut() = retarget(request.uri(), origin)?;
+        if let Ok(host) = http::HeaderValue::from_str(origin.authority.as_str()) {
+            request.headers_mut().insert(header::HOST, host);
+        }
+        self.send(request).await
+    }
+}
+
+fn classify(e: hyper_util::client::legacy::Error) -> HttpError {
+    if e.is_connect() {
+        let text = format!("{e:?}");
+        if text.contains("timed out") || text.contains("TimedOut") {
+            HttpError::ConnectionTimeout
+        } else {
+            HttpError::ConnectionRefused
+        }
+    } else {
+        HttpError::HttpProtocolError
+    }
+}
+
+/// Re-targets `uri` at `origin`, keeping its path and query.
+fn retarget(uri: &Uri, origin: &Origin) -> Result<Uri, HttpError> {
+    let pq = uri
+        .path_and_query()
+        .cloned()
+        .unwrap_or_else(|| PathAndQuery::from_static("/"));
+    Uri::builder()
+        .scheme(origin.scheme.clone())
+        .authority(origin.authority.clone())
+        .path_and_query(pq)
+        .build()
+        .map_err(|_| HttpError::HttpRequestUriInvalid)
+}
+
+/// Serves the chain's innermost `next`: forwards to the route's origin.
+pub struct OriginHooks {
+    pub client: Arc<OriginClient>,
+    pub origin: Origin,
+}
+
+impl WasiHttpHooks for OriginHooks {
+    fn send_request(
+        &mut self,
+        request: http::Request<WasiBody>,
+        _options: Option<RequestOptions>,
+        _fut: Box<dyn Future<Output = Result<(), HttpError>> + Send>,
+    ) -> Box<dyn Future<Output = SendResult> + Send> {
+        let client = self.client.clone();
+        let origin = self.origin.clone();
+        Box::new(async move { client.forward_raw(request, &origin).await })
+    }
+
+    fn default_scheme(&mut self) -> Option<http::uri::Scheme> {
+        Some(self.origin.scheme.clone())
+    }
+}
+
+/// Serves the chain's own outbound calls, within the route's allowlist.
+pub struct ClientHooks {
+    pub client: Arc<OriginClient>,
+    pub allowed: Arc<[Origin]>,
+}
+
+impl WasiHttpHooks for ClientHooks {
+    fn send_request(
+        &mut self,
+        request: http::Request<WasiBody>,
+        _options: Option<RequestOptions>,
+        _fut: Box<dyn Future<Output = Result<(), HttpError>> + Send>,
+    ) -> Box<dyn Future<Output = SendResult> + Send> {
+        let client = self.client.clone();
+        let allowed = is_allowed(request.uri(), &self.allowed);
+        Box::new(async move {
+            if !allowed {
+                return Err(HttpError::HttpRequestDenied);
+            }
+            client.send(request).await
+        })
+    }
+}
+
+/// Whether `uri`'s scheme and authority match an allowed origin exactly
+/// (ports default by scheme; host names compare case-insensitively).
+pub fn is_allowed(uri: &Uri, allowed: &[Origin]) -> bool {
+    let (Some(scheme), Some(auth)) = (uri.scheme(), uri.authority()) else {
+        return false;
+    };
+    let default_port = if *scheme == http::uri::Scheme::HTTPS { 443 } else { 80 };
+    let port = auth.port_u16().unwrap_or(default_port);
+    allowed.iter().any(|o| {
+        o.scheme == *scheme
+            && o.authority.host().eq_ignore_ascii_case(auth.host())
+            && o.authority.port_u16().unwrap_or(default_port) == port
+    })
+}
+
+/// Headers that describe one connection, not the message (RFC 9110 §7.6.1).
+const HOP_BY_HOP: [HeaderName; 8] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+];
+
+/// Removes hop-by-hop headers, including any that `Connection` names.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+        .collect();
+    for name in named.iter().chain(HOP_BY_HOP.iter()) {
+        headers.remove(name);
+    }
+    headers.remove("proxy-connection");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::parse_origin;
+
+    #[test]
+    fn allowlist_matches_scheme_host_and_port() {
+        let allowed = [parse_origin("https://api.example.com").unwrap()];
+        let ok: Uri = "https://API.example.com/x".parse().unwrap();
+        let ok_port: Uri = "https://api.example.com:443/x".parse().unwrap();
+        let bad_scheme: Uri = "http://api.example.com/x".parse().unwrap();
+        let bad_port: Uri = "https://api.example.com:8443/x".parse().unwrap();
+        let bad_host: Uri = "https://api.example.com.evil.net/x".parse().unwrap();
+        assert!(is_allowed(&ok, &allowed));
+        assert!(is_allowed(&ok_port, &allowed));
+        assert!(!is_allowed(&bad_scheme, &allowed));
+        assert!(!is_allowed(&bad_port, &allowed));
+        assert!(!is_allowed(&bad_host, &allowed));
+    }
+
+    #[test]
+    fn hop_by_hop_headers_go_including_connection_named_ones() {
+        let mut h = HeaderMap::new();
+        h.insert(header::CONNECTION, "close, x-secret-hop".parse().unwrap());
+        h.insert("x-secret-hop", "1".parse().unwrap());
+        h.insert(header::TE, "trailers".parse().unwrap());
+        h.insert("x-keep", "1".parse().unwrap());
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1);
+        assert!(h.contains_key("x-keep"));
+    }
+
+    #[test]
+    fn retarget_keeps_path_and_query() {
+        let o = parse_origin("http://10.0.0.1:9000").unwrap();
+        let u: Uri = "http://public.example/a/b?c=d".parse().unwrap();
+        assert_eq!(retarget(&u, &o).unwrap().to_string(), "http://10.0.0.1:9000/a/b?c=d");
+    }
+}

@@ -1,0 +1,443 @@
+//! The ingress: accepts connections, enforces header and body limits,
+//! picks the route, sets forwarding headers and the request id, runs the
+//! route's chain (or forwards straight to the origin for an empty chain),
+//! maps failures to problem+json, logs and counts every request, and shuts
+//! down gracefully.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderValue};
+use http::{Request, Response, Uri};
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use wasmtime_wasi_http::handler::{ExpirationError, InstantiationError};
+use wasmtime_wasi_http::p3::bindings::http::types::ErrorCode;
+
+use crate::config::Limits;
+use crate::forwarded;
+use crate::gateway::{Gateway, RouteRuntime};
+use crate::outbound::strip_hop_by_hop;
+use crate::problem::Problem;
+
+/// The body type of every response the gateway sends.
+pub type ResponseBody = UnsyncBoxBody<Bytes, Box<dyn std::error::Error + Send + Sync>>;
+
+/// How long a client may take to send its request head.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Serves `listeners` until `shutdown` flips, then drains in-flight
+/// requests for up to the configured grace period.
+pub async fn serve(
+    gateway: Arc<Gateway>,
+    listeners: Vec<TcpListener>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let graceful = GracefulShutdown::new();
+    let (conn_tx, mut conn_rx) = tokio::sync::mpsc::channel::<(tokio::net::TcpStream, SocketAddr)>(1024);
+    let mut accept_tasks = Vec::new();
+    for listener in listeners {
+        let tx = conn_tx.clone();
+        accept_tasks.push(tokio::spawn(async move {
+            loop {
+                match listener.accept().await {
+                    Ok(conn) => {
+                        if tx.send(conn).await.is_err() {
+                            return;
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                }
+            }
+        }));
+    }
+    drop(conn_tx);
+
+    let max_buf = hyper_buffer(&gateway.limits);
+    loop {
+        tokio::select! {
+            conn = conn_rx.recv() => {
+                let Some((stream, peer)) = conn else { break };
+                let _ = stream.set_nodelay(true);
+                let gw = gateway.clone();
+                let svc = service_fn(move |req| {
+                    let gw = gw.clone();
+                    async move { Ok::<_, Infallible>(handle(gw, peer, req).await) }
+                });
+                let conn = hyper::server::conn::http1::Builder::new()
+                    .timer(TokioTimer::new())
+                    .header_read_timeout(HEADER_READ_TIMEOUT)
+                    .max_buf_size(max_buf)
+                    .keep_alive(true)
+                    .serve_connection(TokioIo::new(stream), svc);
+                let conn = graceful.watch(conn);
+                tokio::spawn(async move {
+                    if let Err(e) = conn.await {
+                        tracing::debug!(error = %e, "connection ended with an error");
+                    }
+                });
+            }
+            _ = shutdown.changed() => break,
+        }
+    }
+
+    // Stop accepting: closing the listeners makes new connections fail.
+    for t in &accept_tasks {
+        t.abort();
+    }
+    for t in accept_tasks {
+        let _ = t.await;
+    }
+    drop(conn_rx);
+    gateway.metrics.ready.store(false, std::sync::atomic::Ordering::Relaxed);
+    tracing::info!("shutting down: draining in-flight requests");
+    match tokio::time::timeout(gateway.shutdown_timeout, graceful.shutdown()).await {
+        Ok(()) => tracing::info!("all connections drained"),
+        Err(_) => tracing::warn!("shutdown grace period ended with connections still open"),
+    }
+}
+
+/// hyper's own cap on the request head. It is above our limit so that our
+/// check, with its problem+json answer, is what clients normally meet.
+fn hyper_buffer(limits: &Limits) -> usize {
+    (limits.max_header_bytes * 2 + 4096).max(8192)
+}
+
+/// Handles one request from end to end; never fails.
+async fn handle(gw: Arc<Gateway>, peer: SocketAddr, req: Request<Incoming>) -> Response<ResponseBody> {
+    let start = Instant::now();
+    gw.metrics.request_started();
+    let request_id = request_id(req.headers());
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+
+    let (route_name, response) = match admit(&gw, peer, req, &request_id).await {
+        Err((route, problem)) => (route, problem.response(&request_id)),
+        Ok((route, req)) => {
+            let res = dispatch(&gw, route, req, &request_id).await;
+            (route.name.clone(), res)
+        }
+    };
+    let mut response = response;
+    response
+        .headers_mut()
+        .entry("x-request-id")
+        .or_insert_with(|| HeaderValue::from_str(&request_id).expect("ids are header-safe"));
+
+    let status = response.status().as_u16();
+    let elapsed = start.elapsed();
+    gw.metrics.record(&route_name, status, elapsed.as_secs_f64());
+    tracing::info!(
+        target: "tollgate::access",
+        request_id = %request_id,
+        route = %route_name,
+        method = %method,
+        path = %path,
+        status,
+        duration_us = elapsed.as_micros() as u64,
+        decision = decision(status),
+        "request"
+    );
+    response
+}
+
+fn decision(status: u16) -> &'static str {
+    match status {
+        200..=399 => "allow",
+        401 | 403 => "deny-auth",
+        429 => "deny-rate",
+        400..=499 => "reject",
+        _ => "error",
+    }
+}
+
+/// Checks the request against the limits and routes, and prepares it for
+/// the chain. Errors carry the route name for metrics (`-` when none).
+async fn admit<'g>(
+    gw: &'g Gateway,
+    peer: SocketAddr,
+    req: Request<Incoming>,
+    request_id: &str,
+) -> Result<(&'g RouteRuntime, Request<wasmtime_wasi_http::WasiBody>), (String, Problem)> {
+    let none = || "-".to_string();
+    if header_block_size(&req) > gw.limits.max_header_bytes {
+        return Err((none(), Problem::HeadersTooLarge));
+    }
+    let Some(host) = request_host(&req) else {
+        return Err((none(), Problem::BadRequest));
+    };
+    let Some(route) = gw.routes.find(&host, req.uri().path()) else {
+        return Err((none(), Problem::NotFound));
+    };
+    let fail = |p| (route.name.clone(), p);
+
+    let declared = match content_length(req.headers()) {
+        Ok(n) => n,
+        Err(()) => return Err(fail(Problem::BadRequest)),
+    };
+    if declared.is_some_and(|n| n > gw.limits.max_body_bytes as u64) {
+        return Err(fail(Problem::BodyTooLarge));
+    }
+    let (mut parts, body) = req.into_parts();
+    // Buffer the (bounded) body before anything sees the request: a body
+    // over the limit is refused whole, never half-forwarded.
+    let body = match Limited::new(body, gw.limits.max_body_bytes).collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+            return Err(fail(Problem::BodyTooLarge));
+        }
+        Err(_) => return Err(fail(Problem::BadRequest)),
+    };
+
+    strip_hop_by_hop(&mut parts.headers);
+    forwarded::apply(&mut parts.headers, peer.ip(), &host, &gw.trusted_proxies);
+    // Only the gateway says who the client is.
+    parts.headers.remove(forwarded::SPIN_CLIENT_ADDR);
+    let client = forwarded::client_ip(&parts.headers, &gw.trusted_proxies).unwrap_or(peer.ip());
+    parts.headers.insert(
+        forwarded::CLIENT_IP,
+        HeaderValue::from_str(&client.to_string()).expect("an IP is header-safe"),
+    );
+    parts.headers.insert(
+        "x-request-id",
+        HeaderValue::from_str(request_id).expect("ids are header-safe"),
+    );
+    // Components see an absolute URI naming the host the client asked for.
+    let pq = parts
+        .uri
+        .path_and_query()
+        .map(|p| p.as_str())
+        .unwrap_or("/")
+        .to_owned();
+    parts.uri = match Uri::builder()
+        .scheme("http")
+        .authority(host.as_str())
+        .path_and_query(pq)
+        .build()
+    {
+        Ok(u) => u,
+        Err(_) => return Err(fail(Problem::BadRequest)),
+    };
+    parts.version = http::Version::HTTP_11;
+    let body = Full::new(body)
+        .map_err(|never| match never {})
+        .boxed_unsync();
+    Ok((route, Request::from_parts(parts, body)))
+}
+
+/// Runs the route's chain, or forwards directly when it has none.
+async fn dispatch(
+    gw: &Gateway,
+    route: &RouteRuntime,
+    req: Request<wasmtime_wasi_http::WasiBody>,
+    request_id: &str,
+) -> Response<ResponseBody> {
+    let Some(chain) = &route.chain else {
+        return match gw.client.forward(req, &route.origin).await {
+            Ok(res) => res.map(|b| b.map_err(Into::into).boxed_unsync()),
+            Err(e) => problem_for_http_error(&e).response(request_id),
+        };
+    };
+    // Admission: at most `max_instances` requests inside chains at once.
+    let permit = match tokio::time::timeout(gw.limits.request_timeout, gw.admission.clone().acquire_owned()).await {
+        Ok(Ok(p)) => p,
+        _ => return Problem::Overloaded.response(request_id),
+    };
+    let started = Instant::now();
+    let result = chain.handler.handle((), req).await;
+    drop(permit);
+    gw.metrics
+        .record_chain(&route.name, &chain.components, started.elapsed().as_secs_f64());
+    match result {
+        Ok(res) => res.map(|b| b.map_err(Into::into).boxed_unsync()),
+        Err(e) => {
+            let problem = classify_failure(&e);
+            if problem == Problem::ComponentFailed || e.is::<ExpirationError>() {
+                tracing::error!(
+                    request_id = %request_id,
+                    route = %route.name,
+                    components = %chain.components,
+                    failure = failure_kind(&e),
+                    "middleware chain failed"
+                );
+            }
+            problem.response(request_id)
+        }
+    }
+}
+
+/// Maps a chain failure to the problem the client sees.
+fn classify_failure(e: &wasmtime::Error) -> Problem {
+    if e.is::<ExpirationError>() {
+        return Problem::GatewayTimeout;
+    }
+    if let Some(code) = e.downcast_ref::<ErrorCode>() {
+        return problem_for_code(code);
+    }
+    Problem::ComponentFailed
+}
+
+/// A short, fixed description of a failure for logs: never the guest's text.
+fn failure_kind(e: &wasmtime::Error) -> &'static str {
+    if e.is::<ExpirationError>() {
+        return "deadline-exceeded";
+    }
+    if e.is::<InstantiationError<()>>() {
+        return "instantiation-failed";
+    }
+    match e.downcast_ref::<wasmtime::Trap>() {
+        Some(wasmtime::Trap::Interrupt) => "deadline-exceeded",
+        Some(wasmtime::Trap::UnreachableCodeReached) => "trap-or-panic",
+        Some(_) => "trap",
+        None => {
+            let text = format!("{e:?}");
+            if text.contains("memory") || text.contains("grow") {
+                "resource-limit"
+            } else {
+                "trap"
+            }
+        }
+    }
+}
+
+fn problem_for_code(code: &ErrorCode) -> Problem {
+    match code {
+        ErrorCode::HttpResponseTimeout
+        | ErrorCode::ConnectionTimeout
+        | ErrorCode::ConnectionReadTimeout
+        | ErrorCode::ConnectionWriteTimeout => Problem::GatewayTimeout,
+        _ => Problem::BadGateway,
+    }
+}
+
+fn problem_for_http_error(e: &wasmtime_wasi_http::Error) -> Problem {
+    use wasmtime_wasi_http::Error as E;
+    match e {
+        E::HttpResponseTimeout | E::ConnectionTimeout | E::ConnectionReadTimeout => {
+            Problem::GatewayTimeout
+        }
+        _ => Problem::BadGateway,
+    }
+}
+
+/// A valid incoming `X-Request-ID` is kept; anything else is replaced.
+fn request_id(headers: &HeaderMap) -> String {
+    headers
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| valid_request_id(v))
+        .map(str::to_owned)
+        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string())
+}
+
+pub fn valid_request_id(v: &str) -> bool {
+    (1..=128).contains(&v.len())
+        && v.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
+}
+
+/// Approximate size of the request head as sent: request line plus fields.
+fn header_block_size<B>(req: &Request<B>) -> usize {
+    let line = req.method().as_str().len() + req.uri().to_string().len() + 12;
+    req.headers()
+        .iter()
+        .map(|(k, v)| k.as_str().len() + v.len() + 4)
+        .sum::<usize>()
+        + line
+}
+
+/// The host the client addressed, lower-cased, port and trailing dot removed.
+fn request_host<B>(req: &Request<B>) -> Option<String> {
+    let raw = match req.headers().get(header::HOST) {
+        Some(v) => v.to_str().ok()?.to_owned(),
+        None => req.uri().authority()?.as_str().to_owned(),
+    };
+    let authority: http::uri::Authority = raw.parse().ok()?;
+    if authority.as_str().contains('@') {
+        return None;
+    }
+    let host = authority.host().trim_end_matches('.').to_ascii_lowercase();
+    if host.is_empty() {
+        return None;
+    }
+    Some(match authority.port() {
+        Some(p) => format!("{host}:{p}"),
+        None => host,
+    })
+}
+
+/// `Ok(None)` without a length; `Err` for a malformed or conflicting one.
+fn content_length(headers: &HeaderMap) -> Result<Option<u64>, ()> {
+    let mut values = headers.get_all(header::CONTENT_LENGTH).iter();
+    let Some(first) = values.next() else {
+        return Ok(None);
+    };
+    let parse = |v: &HeaderValue| -> Result<u64, ()> {
+        let s = v.to_str().map_err(|_| ())?;
+        if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(());
+        }
+        s.parse().map_err(|_| ())
+    };
+    let n = parse(first)?;
+    for v in values {
+        if parse(v)? != n {
+            return Err(());
+        }
+    }
+    Ok(Some(n))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_ids_are_validated() {
+        assert!(valid_request_id("abc-123_x.y:z"));
+        assert!(!valid_request_id(""));
+        assert!(!valid_request_id("has space"));
+        assert!(!valid_request_id(&"a".repeat(129)));
+        let mut h = HeaderMap::new();
+        h.insert("x-request-id", "bad id\t".parse().unwrap());
+        assert_ne!(request_id(&h), "bad id\t");
+        h.insert("x-request-id", "good-id".parse().unwrap());
+        assert_eq!(request_id(&h), "good-id");
+    }
+
+    #[test]
+    fn content_length_rejects_conflicts_and_junk() {
+        let mut h = HeaderMap::new();
+        assert_eq!(content_length(&h), Ok(None));
+        h.insert(header::CONTENT_LENGTH, "12".parse().unwrap());
+        assert_eq!(content_length(&h), Ok(Some(12)));
+        h.append(header::CONTENT_LENGTH, "13".parse().unwrap());
+        assert_eq!(content_length(&h), Err(()));
+        h.insert(header::CONTENT_LENGTH, "+5".parse().unwrap());
+        assert_eq!(content_length(&h), Err(()));
+    }
+
+    #[test]
+    fn host_is_normalised() {
+        let r = Request::builder()
+            .uri("/x")
+            .header("host", "API.Example.com.:8080")
+            .body(())
+            .unwrap();
+        assert_eq!(request_host(&r).as_deref(), Some("api.example.com:8080"));
+        let bad = Request::builder().uri("/x").header("host", "a@b").body(()).unwrap();
+        assert_eq!(request_host(&bad), None);
+    }
+}

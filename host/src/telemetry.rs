@@ -1,0 +1,263 @@
+//! Logs and metrics: JSON structured logging through `tracing`, the
+//! Prometheus registry, and the admin listener that serves `/metrics`,
+//! `/healthz` and `/readyz`.
+//!
+//! Request logs carry ids, routes, statuses and durations, never header
+//! values: nothing here ever sees `Authorization`, cookies or API keys.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+use tokio::net::TcpListener;
+
+use crate::runtime::PoolStats;
+
+/// Installs the JSON log subscriber; `RUST_LOG` filters (default `info`).
+pub fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .json()
+        .with_env_filter(filter)
+        .with_current_span(false)
+        .with_span_list(false)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteStatus {
+    route: String,
+    status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteLabel {
+    route: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ChainLabel {
+    route: String,
+    components: String,
+}
+
+fn latency_buckets() -> impl Iterator<Item = f64> {
+    [
+        0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1,
+        0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+    ]
+    .into_iter()
+}
+
+/// The gateway's metrics.
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<RouteStatus, Counter>,
+    duration: Family<RouteLabel, Histogram>,
+    chain: Family<ChainLabel, Histogram>,
+    pools: Vec<(ChainLabel, Arc<PoolStats>)>,
+    instances_created: Family<ChainLabel, Gauge>,
+    instances_dropped: Family<ChainLabel, Gauge>,
+    instances_live: Family<ChainLabel, Gauge>,
+    instantiate_failures: Family<ChainLabel, Gauge>,
+    in_flight: Gauge,
+    kv_entries: Gauge,
+    kv: Option<Arc<crate::kv::MemoryStore>>,
+    pub ready: AtomicBool,
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("tollgate");
+        let requests = Family::<RouteStatus, Counter>::default();
+        registry.register("requests", "Requests answered, by route and status", requests.clone());
+        let duration = Family::<RouteLabel, Histogram>::new_with_constructor(
+            (|| Histogram::new(latency_buckets())) as fn() -> Histogram,
+        );
+        registry.register(
+            "request_duration_seconds",
+            "Time from request head to response head, by route",
+            duration.clone(),
+        );
+        let chain = Family::<ChainLabel, Histogram>::new_with_constructor(
+            (|| Histogram::new(latency_buckets())) as fn() -> Histogram,
+        );
+        registry.register(
+            "chain_duration_seconds",
+            "Time spent in a route's middleware chain, origin wait included",
+            chain.clone(),
+        );
+        let instances_created = Family::default();
+        registry.register(
+            "instances_created",
+            "Component instances created, by chain",
+            instances_created.clone(),
+        );
+        let instances_dropped = Family::default();
+        registry.register(
+            "instances_retired",
+            "Component instances retired, by chain",
+            instances_dropped.clone(),
+        );
+        let instances_live = Family::default();
+        registry.register(
+            "instances_live",
+            "Component instances alive now, by chain",
+            instances_live.clone(),
+        );
+        let instantiate_failures = Family::default();
+        registry.register(
+            "instantiate_failures",
+            "Failed instantiations, by chain",
+            instantiate_failures.clone(),
+        );
+        let in_flight = Gauge::default();
+        registry.register("in_flight_requests", "Requests being handled now", in_flight.clone());
+        let kv_entries = Gauge::default();
+        registry.register("kv_entries", "Entries held by the embedded key-value store", kv_entries.clone());
+        Self {
+            kv_entries,
+            kv: None,
+            registry,
+            requests,
+            duration,
+            chain,
+            pools: Vec::new(),
+            instances_created,
+            instances_dropped,
+            instances_live,
+            instantiate_failures,
+            in_flight,
+            ready: AtomicBool::new(false),
+        }
+    }
+
+    /// Exports the embedded store's size.
+    pub fn watch_kv(&mut self, kv: Arc<crate::kv::MemoryStore>) {
+        self.kv = Some(kv);
+    }
+
+    /// Registers a chain's pool so its counters are exported.
+    pub fn add_pool(&mut self, route: &str, components: &str, stats: Arc<PoolStats>) {
+        self.pools.push((
+            ChainLabel {
+                route: route.into(),
+                components: components.into(),
+            },
+            stats,
+        ));
+    }
+
+    pub fn request_started(&self) {
+        self.in_flight.inc();
+    }
+
+    pub fn record(&self, route: &str, status: u16, seconds: f64) {
+        self.in_flight.dec();
+        self.requests
+            .get_or_create(&RouteStatus {
+                route: route.into(),
+                status,
+            })
+            .inc();
+        self.duration
+            .get_or_create(&RouteLabel { route: route.into() })
+            .observe(seconds);
+    }
+
+    pub fn record_chain(&self, route: &str, components: &str, seconds: f64) {
+        self.chain
+            .get_or_create(&ChainLabel {
+                route: route.into(),
+                components: components.into(),
+            })
+            .observe(seconds);
+    }
+
+    /// The text exposition format.
+    pub fn encode(&self) -> String {
+        for (label, stats) in &self.pools {
+            let created = stats.instantiated.load(Ordering::Relaxed) as i64;
+            let dropped = stats.dropped.load(Ordering::Relaxed) as i64;
+            self.instances_created.get_or_create(label).set(created);
+            self.instances_dropped.get_or_create(label).set(dropped);
+            self.instances_live.get_or_create(label).set(created - dropped);
+            self.instantiate_failures
+                .get_or_create(label)
+                .set(stats.failed.load(Ordering::Relaxed) as i64);
+        }
+        if let Some(kv) = &self.kv {
+            self.kv_entries.set(kv.len() as i64);
+        }
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .expect("writing to a String cannot fail");
+        out
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Serves the admin endpoints until the process exits.
+pub async fn serve_admin(listener: TcpListener, metrics: Arc<Metrics>) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let metrics = metrics.clone();
+        tokio::spawn(async move {
+            let svc = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                let metrics = metrics.clone();
+                async move { Ok::<_, std::convert::Infallible>(admin_response(req.uri().path(), &metrics)) }
+            });
+            let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                .serve_connection(TokioIo::new(stream), svc)
+                .await;
+        });
+    }
+}
+
+fn admin_response(path: &str, metrics: &Metrics) -> hyper::Response<Full<Bytes>> {
+    let (status, content_type, body) = match path {
+        "/metrics" => (
+            200,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            metrics.encode(),
+        ),
+        "/healthz" => (200, "text/plain", "ok\n".to_string()),
+        "/readyz" if metrics.ready.load(Ordering::Relaxed) => (200, "text/plain", "ready\n".into()),
+        "/readyz" => (503, "text/plain", "not ready\n".into()),
+        _ => (404, "text/plain", "not found\n".into()),
+    };
+    hyper::Response::builder()
+        .status(status)
+        .header("content-type", content_type)
+        .body(Full::new(Bytes::from(body)))
+        .expect("static response parts are valid")
+}
+
+/// Binds the admin listener, if configured.
+pub async fn bind_admin(addr: Option<SocketAddr>) -> anyhow::Result<Option<TcpListener>> {
+    match addr {
+        None => Ok(None),
+        Some(a) => Ok(Some(TcpListener::bind(a).await.map_err(|e| {
+            anyhow::anyhow!("server.admin_listen: cannot bind {a}: {e}")
+        })?)),
+    }
+}
