@@ -21,17 +21,31 @@ fn main() {
         println!("cargo:rerun-if-changed={}", root.join(dir).display());
         packages.extend(wasm_packages(&root.join(dir)));
     }
-    println!("cargo:rerun-if-changed={}", root.join("Cargo.lock").display());
+    println!(
+        "cargo:rerun-if-changed={}",
+        root.join("Cargo.lock").display()
+    );
 
     if !packages.is_empty() {
+        ensure_wasm_target();
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let mut cmd = Command::new(cargo);
         cmd.current_dir(&root)
-            .args(["build", "--release", "--locked", "--target", "wasm32-wasip2", "--target-dir"])
+            .args([
+                "build",
+                "--release",
+                "--locked",
+                "--target",
+                "wasm32-wasip2",
+                "--target-dir",
+            ])
             .arg(&target_dir);
         for p in &packages {
             cmd.args(["-p", p]);
         }
+        // Components ship small: no debug info in the .wasm.
+        cmd.env("CARGO_PROFILE_RELEASE_DEBUG", "false")
+            .env("CARGO_PROFILE_RELEASE_STRIP", "debuginfo");
         // The outer build's settings are for the host, not for wasm.
         for var in [
             "CARGO_TARGET_DIR",
@@ -44,7 +58,9 @@ fn main() {
         ] {
             cmd.env_remove(var);
         }
-        let status = cmd.status().expect("running cargo to build the wasm components");
+        let status = cmd
+            .status()
+            .expect("running cargo to build the wasm components");
         if !status.success() {
             panic!("building the wasm components failed (see the cargo output above)");
         }
@@ -57,7 +73,10 @@ fn main() {
         let file = wasm_dir.join(format!("tollgate_{}.wasm", name.replace('-', "_")));
         if file.is_file() {
             names.push(format!("{name:?}"));
-            arms.push_str(&format!("        {name:?} => Some(include_bytes!({:?})),\n", file.display().to_string()));
+            arms.push_str(&format!(
+                "        {name:?} => Some(include_bytes!({:?})),\n",
+                file.display().to_string()
+            ));
         }
     }
     let generated = format!(
@@ -67,6 +86,33 @@ fn main() {
     let out = PathBuf::from(std::env::var("OUT_DIR").unwrap()).join("builtin.rs");
     std::fs::write(out, generated).unwrap();
     println!("cargo:rustc-env=TOLLGATE_WASM_DIR={}", wasm_dir.display());
+}
+
+/// rust-toolchain.toml names the target, but rustup adds targets only when
+/// it installs a toolchain; add it here when an existing toolchain lacks it.
+fn ensure_wasm_target() {
+    let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
+    let sysroot = Command::new(&rustc)
+        .args(["--print", "sysroot"])
+        .output()
+        .ok()
+        .map(|o| PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()));
+    let installed = sysroot
+        .map(|s| s.join("lib/rustlib/wasm32-wasip2").is_dir())
+        .unwrap_or(false);
+    if !installed {
+        let ok = Command::new("rustup")
+            .args(["target", "add", "wasm32-wasip2"])
+            .current_dir(std::env::var("CARGO_MANIFEST_DIR").unwrap())
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        if !ok {
+            panic!(
+                "the wasm32-wasip2 target is missing and `rustup target add wasm32-wasip2` failed"
+            );
+        }
+    }
 }
 
 /// Package names of the crates directly under `dir` that build a cdylib.

@@ -38,7 +38,9 @@ pub fn check_middleware(name: &str, bytes: &[u8]) -> anyhow::Result<()> {
     let imports = world.imports.contains_key(HANDLER);
     match (exports, imports) {
         (true, true) => Ok(()),
-        (false, _) => bail!("component `{name}` is not a middleware: it does not export `{HANDLER}`"),
+        (false, _) => {
+            bail!("component `{name}` is not a middleware: it does not export `{HANDLER}`")
+        }
         (true, false) => bail!(
             "component `{name}` is not a middleware: it exports `{HANDLER}` but does not import it, so it cannot call the next handler"
         ),
@@ -107,7 +109,9 @@ pub fn compile_cached(
         // directory only this user can write (created 0700 below).
         match unsafe { Component::deserialize_file(engine, &path) } {
             Ok(c) => return Ok((c, CacheOutcome::Hit)),
-            Err(e) => tracing::warn!(error = %e, "discarding unreadable compiled-chain cache entry"),
+            Err(e) => {
+                tracing::warn!(error = %e, "discarding unreadable compiled-chain cache entry")
+            }
         }
     }
     let component = Component::new(engine, bytes)?;
@@ -127,7 +131,9 @@ pub enum CacheOutcome {
 
 fn cache_path(engine: &Engine, bytes: &[u8], dir: &Path) -> PathBuf {
     let mut engine_hash = std::collections::hash_map::DefaultHasher::new();
-    engine.precompile_compatibility_hash().hash(&mut engine_hash);
+    engine
+        .precompile_compatibility_hash()
+        .hash(&mut engine_hash);
     let mut h = Sha256::new();
     h.update(env!("CARGO_PKG_VERSION").as_bytes());
     h.update(engine_hash.finish().to_le_bytes());
@@ -139,7 +145,10 @@ fn store(dir: &Path, path: &Path, data: &[u8]) -> std::io::Result<()> {
     #[cfg(unix)]
     {
         use std::os::unix::fs::DirBuilderExt;
-        std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)?;
     }
     #[cfg(not(unix))]
     std::fs::create_dir_all(dir)?;

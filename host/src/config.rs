@@ -310,7 +310,10 @@ impl Validator {
         match value.parse() {
             Ok(a) => Some(a),
             Err(_) => {
-                self.err(key, format_args!("`{value}` is not an IP:port socket address"));
+                self.err(
+                    key,
+                    format_args!("`{value}` is not an IP:port socket address"),
+                );
                 None
             }
         }
@@ -335,7 +338,10 @@ impl Validator {
         if let Some(admin) = admin_listen
             && listen.contains(&admin)
         {
-            self.err("server.admin_listen", "must differ from every server.listen address");
+            self.err(
+                "server.admin_listen",
+                "must differ from every server.listen address",
+            );
         }
         let trusted_proxies = raw
             .server
@@ -356,7 +362,8 @@ impl Validator {
                 net
             })
             .collect();
-        let shutdown_timeout = self.millis("server.shutdown_timeout_ms", raw.server.shutdown_timeout_ms);
+        let shutdown_timeout =
+            self.millis("server.shutdown_timeout_ms", raw.server.shutdown_timeout_ms);
         // `cache_dir = ""` turns the cache off; unset means the user cache dir.
         let cache_dir = match raw.server.cache_dir.as_deref() {
             Some("") => None,
@@ -375,13 +382,18 @@ impl Validator {
             instance_memory_bytes: self
                 .positive("limits.instance_memory_bytes", l.instance_memory_bytes)
                 as usize,
-            max_instances: self.positive("limits.max_instances", l.max_instances).min(u32::MAX as u64)
-                as u32,
+            max_instances: self
+                .positive("limits.max_instances", l.max_instances)
+                .min(u32::MAX as u64) as u32,
             instance_reuse: self.positive("limits.instance_reuse", l.instance_reuse) as usize,
-            origin_connect_timeout: self
-                .millis("limits.origin_connect_timeout_ms", l.origin_connect_timeout_ms),
-            origin_response_timeout: self
-                .millis("limits.origin_response_timeout_ms", l.origin_response_timeout_ms),
+            origin_connect_timeout: self.millis(
+                "limits.origin_connect_timeout_ms",
+                l.origin_connect_timeout_ms,
+            ),
+            origin_response_timeout: self.millis(
+                "limits.origin_response_timeout_ms",
+                l.origin_response_timeout_ms,
+            ),
             origin_idle_connections: self
                 .positive("limits.origin_idle_connections", l.origin_idle_connections)
                 as usize,
@@ -396,11 +408,16 @@ impl Validator {
             );
         }
         if limits.instance_memory_bytes < 1 << 20 {
-            self.err("limits.instance_memory_bytes", "must be at least 1048576 (1 MiB)");
+            self.err(
+                "limits.instance_memory_bytes",
+                "must be at least 1048576 (1 MiB)",
+            );
         }
         let kv = KvLimits {
             max_entries: self.positive("kv.max_entries", raw.kv.max_entries) as usize,
-            idle_expiry: Duration::from_secs(self.positive("kv.idle_expiry_secs", raw.kv.idle_expiry_secs)),
+            idle_expiry: Duration::from_secs(
+                self.positive("kv.idle_expiry_secs", raw.kv.idle_expiry_secs),
+            ),
         };
 
         let components = self.components(&raw.components, base, env);
@@ -430,7 +447,10 @@ impl Validator {
         for (name, c) in raw {
             let key = format!("components.{name}");
             if !valid_name(name) {
-                self.err(&key, "component names use lower-case letters, digits, '-' and '_'");
+                self.err(
+                    &key,
+                    "component names use lower-case letters, digits, '-' and '_'",
+                );
             }
             let source = if let Some(b) = c.source.strip_prefix("builtin:") {
                 if !env.builtins.contains(&b) {
@@ -508,16 +528,28 @@ impl Validator {
             let key = format!("route[{i}]");
             let name = r.name.clone().unwrap_or_else(|| format!("route{i}"));
             if !valid_name(&name) {
-                self.err(format_args!("{key}.name"), "route names use lower-case letters, digits, '-' and '_'");
+                self.err(
+                    format_args!("{key}.name"),
+                    "route names use lower-case letters, digits, '-' and '_'",
+                );
             }
             if !seen_name.insert(name.clone()) {
-                self.err(format_args!("{key}.name"), format_args!("duplicate route name `{name}`"));
+                self.err(
+                    format_args!("{key}.name"),
+                    format_args!("duplicate route name `{name}`"),
+                );
             }
-            let host = r.host.as_ref().map(|h| h.trim_end_matches('.').to_ascii_lowercase());
+            let host = r
+                .host
+                .as_ref()
+                .map(|h| h.trim_end_matches('.').to_ascii_lowercase());
             if let Some(h) = &host
                 && (h.is_empty() || h.contains([':', '/', ' ']))
             {
-                self.err(format_args!("{key}.host"), "must be a bare host name without port or path");
+                self.err(
+                    format_args!("{key}.host"),
+                    "must be a bare host name without port or path",
+                );
             }
             if !r.path_prefix.starts_with('/') {
                 self.err(format_args!("{key}.path_prefix"), "must start with '/'");
@@ -534,7 +566,10 @@ impl Validator {
             }
             let origin = match &r.origin {
                 None => {
-                    self.err(format_args!("{key}.origin"), "missing: every route needs an origin URL");
+                    self.err(
+                        format_args!("{key}.origin"),
+                        "missing: every route needs an origin URL",
+                    );
                     None
                 }
                 Some(o) => match parse_origin(o) {
@@ -553,11 +588,17 @@ impl Validator {
             for (j, m) in r.middleware.iter().enumerate() {
                 let mkey = format!("{key}.middleware[{j}]");
                 let Some(c) = components.get(m) else {
-                    self.err(&mkey, format_args!("unknown component `{m}`: define it under [components.{m}]"));
+                    self.err(
+                        &mkey,
+                        format_args!("unknown component `{m}`: define it under [components.{m}]"),
+                    );
                     continue;
                 };
                 if !seen_mw.insert(m) {
-                    self.err(&mkey, format_args!("component `{m}` appears twice in one chain"));
+                    self.err(
+                        &mkey,
+                        format_args!("component `{m}` appears twice in one chain"),
+                    );
                 }
                 for (var, value) in &c.variables {
                     match variables.get(var) {
@@ -666,13 +707,19 @@ pub fn parse_origin(s: &str) -> Result<Origin, String> {
     let scheme = match u.scheme() {
         "http" => http::uri::Scheme::HTTP,
         "https" => http::uri::Scheme::HTTPS,
-        other => return Err(format!("`{s}`: scheme `{other}` is not supported (use http or https)")),
+        other => {
+            return Err(format!(
+                "`{s}`: scheme `{other}` is not supported (use http or https)"
+            ));
+        }
     };
     if !u.username().is_empty() || u.password().is_some() {
         return Err(format!("`{s}`: credentials in URLs are not allowed"));
     }
     if u.path() != "/" || u.query().is_some() || u.fragment().is_some() {
-        return Err(format!("`{s}`: give only scheme, host and port (no path or query)"));
+        return Err(format!(
+            "`{s}`: give only scheme, host and port (no path or query)"
+        ));
     }
     let host = u.host_str().ok_or_else(|| format!("`{s}` has no host"))?;
     let authority = match u.port() {
@@ -724,7 +771,10 @@ mod tests {
             "[components.h]\nsource=\"builtin:headers\"\nvariables={key=\"${env:NOPE}\"}\n[[route]]\norigin=\"http://a\"\n",
         )
         .unwrap_err();
-        assert!(err.to_string().contains("components.h.variables.key"), "{err}");
+        assert!(
+            err.to_string().contains("components.h.variables.key"),
+            "{err}"
+        );
         assert!(err.to_string().contains("NOPE"), "{err}");
     }
 
@@ -735,7 +785,10 @@ mod tests {
         )
         .unwrap_err()
         .to_string();
-        assert!(err.contains("limits.max_body_bytes: must be greater than 0"), "{err}");
+        assert!(
+            err.contains("limits.max_body_bytes: must be greater than 0"),
+            "{err}"
+        );
         assert!(err.contains("route[0].origin: missing"), "{err}");
         assert!(err.contains("route[1].origin"), "{err}");
     }

@@ -22,12 +22,19 @@ pub async fn run(addr: SocketAddr) -> anyhow::Result<()> {
         tokio::spawn(async move {
             let svc = service_fn(|req: hyper::Request<hyper::body::Incoming>| async move {
                 let (parts, body) = req.into_parts();
-                let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+                let body = body
+                    .collect()
+                    .await
+                    .map(|b| b.to_bytes())
+                    .unwrap_or_default();
                 let headers: serde_json::Map<String, serde_json::Value> = parts
                     .headers
                     .iter()
                     .map(|(k, v)| {
-                        (k.to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned().into())
+                        (
+                            k.to_string(),
+                            String::from_utf8_lossy(v.as_bytes()).into_owned().into(),
+                        )
                     })
                     .collect();
                 let echo = serde_json::json!({

@@ -105,11 +105,19 @@ mod tests {
         h.insert(XFF, "1.2.3.4".parse().unwrap());
         h.insert(XFP, "https".parse().unwrap());
         h.insert(XFH, "evil.example".parse().unwrap());
-        apply(&mut h, "203.0.113.9".parse().unwrap(), "api.example", &nets(&["10.0.0.0/8"]));
+        apply(
+            &mut h,
+            "203.0.113.9".parse().unwrap(),
+            "api.example",
+            &nets(&["10.0.0.0/8"]),
+        );
         assert_eq!(h[XFF], "203.0.113.9");
         assert_eq!(h[XFP], "http");
         assert_eq!(h[XFH], "api.example");
-        assert_eq!(client_ip(&h, &nets(&["10.0.0.0/8"])), Some("203.0.113.9".parse().unwrap()));
+        assert_eq!(
+            client_ip(&h, &nets(&["10.0.0.0/8"])),
+            Some("203.0.113.9".parse().unwrap())
+        );
     }
 
     #[test]
@@ -123,14 +131,22 @@ mod tests {
         assert_eq!(h[XFF], "198.51.100.7, 10.0.0.2, 10.0.0.1");
         assert_eq!(h[XFP], "https");
         assert_eq!(h[XFH], "shop.example");
-        assert_eq!(client_ip(&h, &trusted), Some("198.51.100.7".parse().unwrap()));
+        assert_eq!(
+            client_ip(&h, &trusted),
+            Some("198.51.100.7".parse().unwrap())
+        );
     }
 
     #[test]
     fn junk_from_a_trusted_proxy_is_dropped() {
         let mut h = HeaderMap::new();
         h.insert(XFF, "not-an-ip".parse().unwrap());
-        apply(&mut h, "10.0.0.1".parse().unwrap(), "h", &nets(&["10.0.0.0/8"]));
+        apply(
+            &mut h,
+            "10.0.0.1".parse().unwrap(),
+            "h",
+            &nets(&["10.0.0.0/8"]),
+        );
         assert_eq!(h[XFF], "10.0.0.1");
     }
 }

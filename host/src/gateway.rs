@@ -77,7 +77,10 @@ pub fn build(config: &Config) -> anyhow::Result<Gateway> {
     runtime::start_epoch_ticker(&engine);
     let linker = runtime::linker(&engine)?;
     let client = OriginClient::new(&config.limits);
-    let kv = Arc::new(MemoryStore::new(config.kv.max_entries, config.kv.idle_expiry));
+    let kv = Arc::new(MemoryStore::new(
+        config.kv.max_entries,
+        config.kv.idle_expiry,
+    ));
     let mut metrics = Metrics::new();
     metrics.watch_kv(kv.clone());
 

@@ -98,7 +98,9 @@ impl MemoryStore {
         }
         if shard.map.len() >= self.per_shard {
             let idle = self.idle;
-            shard.map.retain(|_, e| now.duration_since(e.touched) <= idle);
+            shard
+                .map
+                .retain(|_, e| now.duration_since(e.touched) <= idle);
         }
         if shard.map.len() >= self.per_shard {
             // Still full of live keys: drop the least recently used one.
@@ -123,7 +125,8 @@ impl MemoryStore {
 
     pub fn get(&self, key: &str) -> Option<Vec<u8>> {
         let mut s = self.shard(key);
-        self.live(&mut s, key, Instant::now()).map(|e| e.value.clone())
+        self.live(&mut s, key, Instant::now())
+            .map(|e| e.value.clone())
     }
 
     pub fn set(&self, key: &str, value: Vec<u8>) {
@@ -207,7 +210,8 @@ impl MemoryStore {
         for shard in &self.shards {
             let mut s = shard.lock().unwrap_or_else(|p| p.into_inner());
             let before = s.map.len();
-            s.map.retain(|_, e| now.duration_since(e.touched) <= self.idle);
+            s.map
+                .retain(|_, e| now.duration_since(e.touched) <= self.idle);
             removed += before - s.map.len();
         }
         removed
@@ -261,9 +265,9 @@ mod tests {
                     for _ in 0..2_000 {
                         let (mut value, mut version) = s.cas_read("c");
                         loop {
-                            let n = value.as_deref().map_or(0, |v| {
-                                u64::from_le_bytes(v.try_into().unwrap())
-                            });
+                            let n = value
+                                .as_deref()
+                                .map_or(0, |v| u64::from_le_bytes(v.try_into().unwrap()));
                             match s.cas_swap("c", version, (n + 1).to_le_bytes().to_vec()) {
                                 Ok(()) => break,
                                 Err((v, ver)) => (value, version) = (v, ver),

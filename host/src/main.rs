@@ -33,7 +33,11 @@ const DEFAULT_CONFIG: &str = include_str!("../../examples/tollgate.toml");
 const DEMO_ORIGIN: &str = "127.0.0.1:9000";
 
 #[derive(Parser)]
-#[command(name = "tollgate", version, about = "Edge gateway built from WebAssembly middleware")]
+#[command(
+    name = "tollgate",
+    version,
+    about = "Edge gateway built from WebAssembly middleware"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -96,7 +100,11 @@ fn main() -> ExitCode {
         Command::Serve { config, demo } => {
             let loaded = match &config {
                 Some(path) => config::load(path, &config::Env::process()),
-                None => config::parse(DEFAULT_CONFIG, std::path::Path::new("."), &config::Env::process()),
+                None => config::parse(
+                    DEFAULT_CONFIG,
+                    std::path::Path::new("."),
+                    &config::Env::process(),
+                ),
             };
             let cfg = match loaded {
                 Ok(c) => c,

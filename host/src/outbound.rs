@@ -83,7 +83,11 @@ impl OriginClient {
         self.forward_raw(request, origin).await.map(|(res, _)| res)
     }
 
-    async fn forward_raw(&self, mut request: http::Request<WasiBody>, origin: &Origin) -> SendResult {
+    async fn forward_raw(
+        &self,
+        mut request: http::Request<WasiBody>,
+        origin: &Origin,
+    ) -> SendResult {
         *request.uri_mut() = retarget(request.uri(), origin)?;
         if let Ok(host) = http::HeaderValue::from_str(origin.authority.as_str()) {
             request.headers_mut().insert(header::HOST, host);
@@ -172,7 +176,11 @@ pub fn is_allowed(uri: &Uri, allowed: &[Origin]) -> bool {
     let (Some(scheme), Some(auth)) = (uri.scheme(), uri.authority()) else {
         return false;
     };
-    let default_port = if *scheme == http::uri::Scheme::HTTPS { 443 } else { 80 };
+    let default_port = if *scheme == http::uri::Scheme::HTTPS {
+        443
+    } else {
+        80
+    };
     let port = auth.port_u16().unwrap_or(default_port);
     allowed.iter().any(|o| {
         o.scheme == *scheme
@@ -244,6 +252,9 @@ mod tests {
     fn retarget_keeps_path_and_query() {
         let o = parse_origin("http://10.0.0.1:9000").unwrap();
         let u: Uri = "http://public.example/a/b?c=d".parse().unwrap();
-        assert_eq!(retarget(&u, &o).unwrap().to_string(), "http://10.0.0.1:9000/a/b?c=d");
+        assert_eq!(
+            retarget(&u, &o).unwrap().to_string(),
+            "http://10.0.0.1:9000/a/b?c=d"
+        );
     }
 }

@@ -25,16 +25,18 @@ impl<R: Matchable> RouteTable<R> {
     /// The route for `host` (which may carry a `:port`) and `path`.
     pub fn find(&self, host: &str, path: &str) -> Option<&R> {
         let bare = strip_port(host);
-        self.routes.iter().find(|r| {
-            r.host().is_none_or(|h| h == bare) && prefix_matches(r.prefix(), path)
-        })
+        self.routes
+            .iter()
+            .find(|r| r.host().is_none_or(|h| h == bare) && prefix_matches(r.prefix(), path))
     }
 }
 
 fn strip_port(host: &str) -> &str {
     if host.starts_with('[') {
         // IPv6 literal: keep the brackets, drop a trailing port.
-        return host.rsplit_once("]:").map_or(host, |(h, _)| &host[..h.len() + 1]);
+        return host
+            .rsplit_once("]:")
+            .map_or(host, |(h, _)| &host[..h.len() + 1]);
     }
     host.rsplit_once(':').map_or(host, |(h, _)| h)
 }
@@ -68,7 +70,10 @@ mod tests {
         ]);
         assert_eq!(t.find("x.example", "/api/v1").unwrap().1, "/api");
         assert_eq!(t.find("x.example", "/apix").unwrap().1, "/");
-        assert_eq!(t.find("admin.example:8080", "/api").unwrap().0, Some("admin.example"));
+        assert_eq!(
+            t.find("admin.example:8080", "/api").unwrap().0,
+            Some("admin.example")
+        );
         assert_eq!(strip_port("[::1]:80"), "[::1]");
     }
 

@@ -13,11 +13,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use wasmtime::error::Context as _;
 use wasmtime::component::{Accessor, Component, GuestTaskId, Linker, Resource, ResourceTable};
+use wasmtime::error::Context as _;
 use wasmtime::{
     Config as EngineConfig, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store,
-    StoreContextMut, StoreLimits, StoreLimitsBuilder, UpdateDeadline,
+    StoreContextMut, UpdateDeadline,
 };
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::handler::{
@@ -69,7 +69,9 @@ pub fn engine(limits: &Limits) -> wasmtime::Result<Engine> {
 /// Pool capacity: the admission limit plus headroom for instances that are
 /// finishing post-return work while their successors start.
 fn pool_slots(limits: &Limits) -> u32 {
-    limits.max_instances.saturating_add(limits.max_instances / 4 + 16)
+    limits
+        .max_instances
+        .saturating_add(limits.max_instances / 4 + 16)
 }
 
 /// Advances the engine's epoch forever on a background thread.
@@ -95,9 +97,75 @@ pub struct ChainState {
     origin_hooks: OriginHooks,
     client_hooks: ClientHooks,
     services: Arc<RouteServices>,
-    limits: StoreLimits,
+    route: Arc<str>,
+    memory_cap: usize,
     /// When the current request's time is up; checked at every epoch tick.
     deadline: Option<Instant>,
+    /// The request being handled, where failures are recorded.
+    current: Option<Arc<RequestSlot>>,
+}
+
+/// Why a request's chain failed, recorded before the trap unwinds so the
+/// ingress can answer and log precisely.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failure {
+    DeadlineExceeded,
+    MemoryLimit,
+}
+
+/// Per-request record shared between the ingress and the instance.
+pub struct RequestSlot {
+    request_id: String,
+    failure: std::sync::Mutex<Option<Failure>>,
+}
+
+impl RequestSlot {
+    pub fn new(request_id: &str) -> Self {
+        Self {
+            request_id: request_id.to_owned(),
+            failure: Default::default(),
+        }
+    }
+
+    pub fn failure(&self) -> Option<Failure> {
+        *self.failure.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn record(&self, f: Failure) {
+        self.failure
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get_or_insert(f);
+    }
+}
+
+/// Most table elements one instance may grow to.
+const MAX_TABLE_ELEMENTS: usize = 100_000;
+
+impl wasmtime::ResourceLimiter for ChainState {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired > self.memory_cap {
+            if let Some(slot) = &self.current {
+                slot.record(Failure::MemoryLimit);
+            }
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(desired <= MAX_TABLE_ELEMENTS)
+    }
 }
 
 impl WasiView for ChainState {
@@ -215,8 +283,12 @@ impl Chain {
         let pre = linker
             .instantiate_pre(component)
             .with_context(|| format!("route `{}`: linking chain [{components}]", route.name))?;
-        let pre = ServicePre::new(pre)
-            .with_context(|| format!("route `{}`: chain does not export wasi:http/handler", route.name))?;
+        let pre = ServicePre::new(pre).with_context(|| {
+            format!(
+                "route `{}`: chain does not export wasi:http/handler",
+                route.name
+            )
+        })?;
         Ok(Self {
             route: route.name.clone(),
             components,
@@ -251,16 +323,19 @@ impl Chain {
                 allowed: self.allowed.clone(),
             },
             services: self.services.clone(),
-            limits: StoreLimitsBuilder::new()
-                .memory_size(self.memory_cap)
-                .trap_on_grow_failure(true)
-                .build(),
+            route: self.route.as_str().into(),
+            memory_cap: self.memory_cap,
             deadline: None,
+            current: None,
         };
         let mut store = Store::new(&self.engine, state);
-        store.limiter(|s| &mut s.limits);
+        store.limiter(|s| s);
         store.epoch_deadline_callback(|ctx| {
-            if ctx.data().deadline.is_some_and(|d| Instant::now() >= d) {
+            let data = ctx.data();
+            if data.deadline.is_some_and(|d| Instant::now() >= d) {
+                if let Some(slot) = &data.current {
+                    slot.record(Failure::DeadlineExceeded);
+                }
                 Err(wasmtime::Trap::Interrupt.into())
             } else {
                 // Let other tasks (and the expiry check) run between ticks.
@@ -314,7 +389,7 @@ pub struct Worker {
 
 impl WorkerState for Worker {
     type StoreData = ChainState;
-    type RequestData = ();
+    type RequestData = Arc<RequestSlot>;
 
     fn should_accept_request(&self, concurrent: usize, total: usize) -> ShouldAccept {
         if total >= self.reuse {
@@ -329,19 +404,37 @@ impl WorkerState for Worker {
     fn on_request_start(
         &self,
         mut store: StoreContextMut<'_, ChainState>,
-        _data: (),
+        slot: Arc<RequestSlot>,
         _task: GuestTaskId,
     ) -> Pin<Box<dyn Future<Output = ()> + Send + Sync>> {
-        store.data_mut().deadline = Some(Instant::now() + self.timeout);
+        let data = store.data_mut();
+        data.deadline = Some(Instant::now() + self.timeout);
+        data.current = Some(slot);
         Box::pin(tokio::time::sleep(self.timeout))
     }
 
-    fn drop(&self, _store: Store<ChainState>, result: wasmtime::Result<()>) {
+    fn drop(&self, store: Store<ChainState>, result: wasmtime::Result<()>) {
         self.stats.dropped.fetch_add(1, Ordering::Relaxed);
         if let Err(e) = result {
-            tracing::debug!(error = %e, "instance retired after a failure");
+            let data = store.data();
+            let request_id = data.current.as_ref().map(|s| s.request_id.as_str());
+            tracing::warn!(
+                request_id = request_id.unwrap_or("-"),
+                route = %data.route,
+                component = failing_component(&e).as_deref().unwrap_or("unknown"),
+                "component failed; its instance was discarded"
+            );
+            tracing::debug!(error = ?e, "component failure detail");
         }
     }
+}
+
+/// The component a trap happened in: the module of the innermost wasm
+/// frame, named as its author's build named it (`fixture_runaway.wasm`).
+fn failing_component(e: &wasmtime::Error) -> Option<String> {
+    let bt = e.downcast_ref::<wasmtime::WasmBacktrace>()?;
+    let name = bt.frames().first()?.module().name()?;
+    Some(name.trim_end_matches(".wasm").to_owned())
 }
 
 /// When to retire an instance: idle too long, or (as a second line of
@@ -360,9 +453,7 @@ impl WorkerExpiration for Expiry {
     ) -> Poll<()> {
         let limit = match state {
             WorkerStatus::Idle => IDLE_INSTANCE,
-            WorkerStatus::Requests | WorkerStatus::PostReturn => {
-                self.timeout + EPOCH_TICK * 10
-            }
+            WorkerStatus::Requests | WorkerStatus::PostReturn => self.timeout + EPOCH_TICK * 10,
         };
         let at = tokio::time::Instant::from_std(start + limit);
         match &mut self.sleep {

@@ -28,6 +28,7 @@ use crate::forwarded;
 use crate::gateway::{Gateway, RouteRuntime};
 use crate::outbound::strip_hop_by_hop;
 use crate::problem::Problem;
+use crate::runtime::{Failure, RequestSlot};
 
 /// The body type of every response the gateway sends.
 pub type ResponseBody = UnsyncBoxBody<Bytes, Box<dyn std::error::Error + Send + Sync>>;
@@ -43,7 +44,8 @@ pub async fn serve(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let graceful = GracefulShutdown::new();
-    let (conn_tx, mut conn_rx) = tokio::sync::mpsc::channel::<(tokio::net::TcpStream, SocketAddr)>(1024);
+    let (conn_tx, mut conn_rx) =
+        tokio::sync::mpsc::channel::<(tokio::net::TcpStream, SocketAddr)>(1024);
     let mut accept_tasks = Vec::new();
     for listener in listeners {
         let tx = conn_tx.clone();
@@ -101,7 +103,10 @@ pub async fn serve(
         let _ = t.await;
     }
     drop(conn_rx);
-    gateway.metrics.ready.store(false, std::sync::atomic::Ordering::Relaxed);
+    gateway
+        .metrics
+        .ready
+        .store(false, std::sync::atomic::Ordering::Relaxed);
     tracing::info!("shutting down: draining in-flight requests");
     match tokio::time::timeout(gateway.shutdown_timeout, graceful.shutdown()).await {
         Ok(()) => tracing::info!("all connections drained"),
@@ -116,7 +121,11 @@ fn hyper_buffer(limits: &Limits) -> usize {
 }
 
 /// Handles one request from end to end; never fails.
-async fn handle(gw: Arc<Gateway>, peer: SocketAddr, req: Request<Incoming>) -> Response<ResponseBody> {
+async fn handle(
+    gw: Arc<Gateway>,
+    peer: SocketAddr,
+    req: Request<Incoming>,
+) -> Response<ResponseBody> {
     let start = Instant::now();
     gw.metrics.request_started();
     let request_id = request_id(req.headers());
@@ -138,7 +147,8 @@ async fn handle(gw: Arc<Gateway>, peer: SocketAddr, req: Request<Incoming>) -> R
 
     let status = response.status().as_u16();
     let elapsed = start.elapsed();
-    gw.metrics.record(&route_name, status, elapsed.as_secs_f64());
+    gw.metrics
+        .record(&route_name, status, elapsed.as_secs_f64());
     tracing::info!(
         target: "tollgate::access",
         request_id = %request_id,
@@ -251,25 +261,35 @@ async fn dispatch(
         };
     };
     // Admission: at most `max_instances` requests inside chains at once.
-    let permit = match tokio::time::timeout(gw.limits.request_timeout, gw.admission.clone().acquire_owned()).await {
+    let permit = match tokio::time::timeout(
+        gw.limits.request_timeout,
+        gw.admission.clone().acquire_owned(),
+    )
+    .await
+    {
         Ok(Ok(p)) => p,
         _ => return Problem::Overloaded.response(request_id),
     };
     let started = Instant::now();
-    let result = chain.handler.handle((), req).await;
+    let slot = Arc::new(RequestSlot::new(request_id));
+    let result = chain.handler.handle(slot.clone(), req).await;
     drop(permit);
-    gw.metrics
-        .record_chain(&route.name, &chain.components, started.elapsed().as_secs_f64());
+    gw.metrics.record_chain(
+        &route.name,
+        &chain.components,
+        started.elapsed().as_secs_f64(),
+    );
     match result {
         Ok(res) => res.map(|b| b.map_err(Into::into).boxed_unsync()),
         Err(e) => {
-            let problem = classify_failure(&e);
-            if problem == Problem::ComponentFailed || e.is::<ExpirationError>() {
+            let failure = slot.failure();
+            let problem = classify_failure(&e, failure);
+            if matches!(problem, Problem::ComponentFailed | Problem::GatewayTimeout) {
                 tracing::error!(
                     request_id = %request_id,
                     route = %route.name,
                     components = %chain.components,
-                    failure = failure_kind(&e),
+                    failure = failure_kind(&e, failure),
                     "middleware chain failed"
                 );
             }
@@ -279,8 +299,8 @@ async fn dispatch(
 }
 
 /// Maps a chain failure to the problem the client sees.
-fn classify_failure(e: &wasmtime::Error) -> Problem {
-    if e.is::<ExpirationError>() {
+fn classify_failure(e: &wasmtime::Error, failure: Option<Failure>) -> Problem {
+    if e.is::<ExpirationError>() || failure == Some(Failure::DeadlineExceeded) {
         return Problem::GatewayTimeout;
     }
     if let Some(code) = e.downcast_ref::<ErrorCode>() {
@@ -290,25 +310,14 @@ fn classify_failure(e: &wasmtime::Error) -> Problem {
 }
 
 /// A short, fixed description of a failure for logs: never the guest's text.
-fn failure_kind(e: &wasmtime::Error) -> &'static str {
-    if e.is::<ExpirationError>() {
-        return "deadline-exceeded";
-    }
-    if e.is::<InstantiationError<()>>() {
-        return "instantiation-failed";
-    }
-    match e.downcast_ref::<wasmtime::Trap>() {
-        Some(wasmtime::Trap::Interrupt) => "deadline-exceeded",
-        Some(wasmtime::Trap::UnreachableCodeReached) => "trap-or-panic",
-        Some(_) => "trap",
-        None => {
-            let text = format!("{e:?}");
-            if text.contains("memory") || text.contains("grow") {
-                "resource-limit"
-            } else {
-                "trap"
-            }
-        }
+fn failure_kind(e: &wasmtime::Error, failure: Option<Failure>) -> &'static str {
+    match failure {
+        Some(Failure::DeadlineExceeded) => "deadline-exceeded",
+        Some(Failure::MemoryLimit) => "memory-limit",
+        None if e.is::<ExpirationError>() => "deadline-exceeded",
+        None if e.is::<InstantiationError<Arc<RequestSlot>>>() => "instantiation-failed",
+        None if e.downcast_ref::<ErrorCode>().is_some() => "upstream-error",
+        None => "trap-or-panic",
     }
 }
 
@@ -437,7 +446,11 @@ mod tests {
             .body(())
             .unwrap();
         assert_eq!(request_host(&r).as_deref(), Some("api.example.com:8080"));
-        let bad = Request::builder().uri("/x").header("host", "a@b").body(()).unwrap();
+        let bad = Request::builder()
+            .uri("/x")
+            .header("host", "a@b")
+            .body(())
+            .unwrap();
         assert_eq!(request_host(&bad), None);
     }
 }

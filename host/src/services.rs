@@ -78,10 +78,7 @@ pub fn add_to_linker<T: HasServices>(linker: &mut Linker<T>) -> wasmtime::Result
 // --- spin:variables -------------------------------------------------------
 
 impl<T> variables::HostWithStore<T> for Services {
-    async fn get(
-        accessor: &Accessor<T, Self>,
-        name: String,
-    ) -> Result<String, variables::Error> {
+    async fn get(accessor: &Accessor<T, Self>, name: String) -> Result<String, variables::Error> {
         accessor.with(|mut access| {
             let view = access.get();
             if !crate::config::valid_variable_name(&name) {

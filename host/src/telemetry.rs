@@ -55,8 +55,8 @@ struct ChainLabel {
 
 fn latency_buckets() -> impl Iterator<Item = f64> {
     [
-        0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1,
-        0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+        0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
+        0.5, 1.0, 2.5, 5.0, 10.0,
     ]
     .into_iter()
 }
@@ -82,7 +82,11 @@ impl Metrics {
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("tollgate");
         let requests = Family::<RouteStatus, Counter>::default();
-        registry.register("requests", "Requests answered, by route and status", requests.clone());
+        registry.register(
+            "requests",
+            "Requests answered, by route and status",
+            requests.clone(),
+        );
         let duration = Family::<RouteLabel, Histogram>::new_with_constructor(
             (|| Histogram::new(latency_buckets())) as fn() -> Histogram,
         );
@@ -124,9 +128,17 @@ impl Metrics {
             instantiate_failures.clone(),
         );
         let in_flight = Gauge::default();
-        registry.register("in_flight_requests", "Requests being handled now", in_flight.clone());
+        registry.register(
+            "in_flight_requests",
+            "Requests being handled now",
+            in_flight.clone(),
+        );
         let kv_entries = Gauge::default();
-        registry.register("kv_entries", "Entries held by the embedded key-value store", kv_entries.clone());
+        registry.register(
+            "kv_entries",
+            "Entries held by the embedded key-value store",
+            kv_entries.clone(),
+        );
         Self {
             kv_entries,
             kv: None,
@@ -173,7 +185,9 @@ impl Metrics {
             })
             .inc();
         self.duration
-            .get_or_create(&RouteLabel { route: route.into() })
+            .get_or_create(&RouteLabel {
+                route: route.into(),
+            })
             .observe(seconds);
     }
 
@@ -193,7 +207,9 @@ impl Metrics {
             let dropped = stats.dropped.load(Ordering::Relaxed) as i64;
             self.instances_created.get_or_create(label).set(created);
             self.instances_dropped.get_or_create(label).set(dropped);
-            self.instances_live.get_or_create(label).set(created - dropped);
+            self.instances_live
+                .get_or_create(label)
+                .set(created - dropped);
             self.instantiate_failures
                 .get_or_create(label)
                 .set(stats.failed.load(Ordering::Relaxed) as i64);
@@ -224,7 +240,9 @@ pub async fn serve_admin(listener: TcpListener, metrics: Arc<Metrics>) {
         tokio::spawn(async move {
             let svc = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
                 let metrics = metrics.clone();
-                async move { Ok::<_, std::convert::Infallible>(admin_response(req.uri().path(), &metrics)) }
+                async move {
+                    Ok::<_, std::convert::Infallible>(admin_response(req.uri().path(), &metrics))
+                }
             });
             let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
                 .serve_connection(TokioIo::new(stream), svc)

@@ -1,0 +1,123 @@
+//! The Tollgate SDK: everything a gate component needs, and nothing of the
+//! WASI plumbing underneath.
+//!
+//! A gate component is a `wasi:http/middleware@0.3.0` component: it
+//! receives a request, may answer it itself, or passes it on with
+//! [`next`] and may then change the response. The same `.wasm` runs on
+//! Tollgate's host runner and on Spin 4.1+.
+//!
+//! ```ignore
+//! use tollgate_sdk::{Request, Response, next, problem};
+//!
+//! async fn handle(req: Request) -> tollgate_sdk::Result {
+//!     if req.headers().contains_key("x-forbidden") {
+//!         return Ok(problem::respond(403, "Forbidden"));
+//!     }
+//!     next(req).await
+//! }
+//!
+//! tollgate_sdk::export_middleware!(handle);
+//! ```
+//!
+//! Modules: [`config`] (component variables), [`kv`] (key-value store with
+//! atomic increment and compare-and-swap), [`problem`] (RFC 9457 answers),
+//! and [`request`] (client IP, request id, header helpers).
+
+pub mod config;
+pub mod kv;
+pub mod problem;
+pub mod request;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+
+pub use spin_sdk::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri};
+
+/// An incoming request, as the previous handler (or the host) sent it.
+pub type Request = spin_sdk::http::Request;
+
+/// The body of every response a middleware returns.
+pub type Body = spin_sdk::http::BoxBody;
+
+/// A response: from [`next`], or built by the middleware.
+pub type Response = spin_sdk::http::Response<Body>;
+
+/// The `wasi:http` error code a handler can fail with. The host maps
+/// connection errors to 502 and timeouts to 504.
+pub type ErrorCode = spin_sdk::wasip3::http::types::ErrorCode;
+
+/// What a handler returns.
+pub type Result<T = Response, E = ErrorCode> = std::result::Result<T, E>;
+
+/// Passes `req` to the next handler in the chain (the origin, at the end)
+/// and returns its response.
+pub async fn next(req: Request) -> Result {
+    let res = spin_sdk::http::next(req).await?;
+    Ok(res.map(spin_sdk::http::box_body))
+}
+
+/// A response with `status`, no headers, and `body`.
+pub fn response(status: u16, body: impl Into<Bytes>) -> Response {
+    let mut res = Response::new(full(body));
+    *res.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    res
+}
+
+/// A complete body from bytes.
+pub fn full(bytes: impl Into<Bytes>) -> Body {
+    spin_sdk::http::box_body(Full::new(bytes.into()).map_err(|never| match never {}))
+}
+
+#[doc(hidden)]
+pub mod __rt {
+    //! Used by [`export_middleware!`]; not part of the API.
+    pub use spin_sdk::wasip3;
+
+    use spin_sdk::http::{FromRequest, IntoResponse};
+    use spin_sdk::wasip3::http::types;
+
+    /// Converts the wasi request, runs the handler, converts the response.
+    pub async fn dispatch<F, Fut>(
+        request: types::Request,
+        handler: F,
+    ) -> Result<types::Response, types::ErrorCode>
+    where
+        F: FnOnce(super::Request) -> Fut,
+        Fut: core::future::Future<Output = super::Result>,
+    {
+        let request = super::Request::from_request(request)?;
+        handler(request).await?.into_response()
+    }
+}
+
+/// Exports `handler` (an `async fn(Request) -> tollgate_sdk::Result`) as
+/// the component's `wasi:http/handler`.
+#[macro_export]
+macro_rules! export_middleware {
+    ($handler:ident) => {
+        #[cfg(target_arch = "wasm32")]
+        mod __tollgate_export {
+            pub struct Middleware;
+
+            $crate::__rt::wasip3::http::service::export!(Middleware);
+
+            impl $crate::__rt::wasip3::exports::http::handler::Guest for Middleware {
+                async fn handle(
+                    request: $crate::__rt::wasip3::http::types::Request,
+                ) -> ::core::result::Result<
+                    $crate::__rt::wasip3::http::types::Response,
+                    $crate::__rt::wasip3::http::types::ErrorCode,
+                > {
+                    $crate::__rt::dispatch(request, super::$handler).await
+                }
+            }
+        }
+    };
+}
+
+/// Makes an outbound GET through `wasi:http/client` and returns the status.
+/// The host allows only the component's allowed outbound hosts.
+pub async fn http_get(url: &str) -> Result<u16> {
+    let res = spin_sdk::http::get(url).await?;
+    Ok(res.status().as_u16())
+}

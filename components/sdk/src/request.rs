@@ -1,0 +1,69 @@
+//! Facts about the request that the host establishes: the client IP (from
+//! the host's trusted-proxy logic, never from client-sent headers) and the
+//! request id, plus small header helpers.
+
+use std::net::IpAddr;
+
+use crate::{HeaderMap, HeaderName, HeaderValue};
+
+/// Tollgate's header carrying the client IP. The host replaces any value a
+/// client sends.
+pub const CLIENT_IP: &str = "x-tollgate-client-ip";
+/// Spin's equivalent (`ip:port`), set by Spin's HTTP trigger.
+pub const SPIN_CLIENT_ADDR: &str = "spin-client-addr";
+/// The request id header.
+pub const REQUEST_ID: &str = "x-request-id";
+
+/// The client's IP address as the host established it.
+pub fn client_ip(headers: &HeaderMap) -> Option<IpAddr> {
+    if let Some(ip) = header_str(headers, CLIENT_IP).and_then(|v| v.parse().ok()) {
+        return Some(ip);
+    }
+    let addr = header_str(headers, SPIN_CLIENT_ADDR)?;
+    addr.parse::<std::net::SocketAddr>()
+        .map(|s| s.ip())
+        .ok()
+        .or_else(|| addr.parse().ok())
+}
+
+/// The request id, if the request carries a valid one.
+pub fn request_id(headers: &HeaderMap) -> Option<&str> {
+    header_str(headers, REQUEST_ID).filter(|v| valid_request_id(v))
+}
+
+/// Whether `v` is acceptable as a request id: 1 to 128 characters of
+/// letters, digits and `-_.:`.
+pub fn valid_request_id(v: &str) -> bool {
+    (1..=128).contains(&v.len())
+        && v.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
+}
+
+/// A header's value as text, if present and visible ASCII.
+pub fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get(name)?.to_str().ok()
+}
+
+/// Sets a header, ignoring values that are not valid header text.
+pub fn set_header(headers: &mut HeaderMap, name: &str, value: &str) {
+    if let (Ok(n), Ok(v)) = (
+        HeaderName::from_bytes(name.as_bytes()),
+        HeaderValue::from_str(value),
+    ) {
+        headers.insert(n, v);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_ip_prefers_the_host_header() {
+        let mut h = HeaderMap::new();
+        h.insert(SPIN_CLIENT_ADDR, "198.51.100.1:4000".parse().unwrap());
+        assert_eq!(client_ip(&h), Some("198.51.100.1".parse().unwrap()));
+        h.insert(CLIENT_IP, "203.0.113.5".parse().unwrap());
+        assert_eq!(client_ip(&h), Some("203.0.113.5".parse().unwrap()));
+    }
+}
