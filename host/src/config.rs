@@ -336,6 +336,7 @@ impl Validator {
             .as_deref()
             .and_then(|a| self.addr("server.admin_listen", a));
         if let Some(admin) = admin_listen
+            && admin.port() != 0
             && listen.contains(&admin)
         {
             self.err(
