@@ -95,6 +95,13 @@ pub mod __rt {
 #[macro_export]
 macro_rules! export_middleware {
     ($handler:ident) => {
+        // Natively (unit tests) there is nothing to export; keep the
+        // handler referenced so it is not reported as dead code.
+        #[cfg(not(target_arch = "wasm32"))]
+        const _: () = {
+            let _ = $handler;
+        };
+
         #[cfg(target_arch = "wasm32")]
         mod __tollgate_export {
             pub struct Middleware;
