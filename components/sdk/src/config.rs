@@ -1,16 +1,91 @@
 //! Component configuration through `spin:variables`: on Spin from
 //! `[variables]` and component variables, on Tollgate from the
-//! component's `variables` table. Parsing helpers turn the strings into
-//! typed values with errors that name the variable.
+//! component's `variables` table.
+//!
+//! A component lists the variables it reads, loads them once into
+//! [`Vars`], and parses them with a plain function that can be unit-tested
+//! natively and that names the variable in every error.
+
+use std::collections::BTreeMap;
+use std::sync::OnceLock;
 
 /// A variable's value, or `None` if it is not defined.
 pub async fn get(name: &str) -> Option<String> {
     spin_sdk::variables::get(name).await.ok()
 }
 
-/// A variable's value, or `default` when it is not defined.
-pub async fn get_or(name: &str, default: &str) -> String {
-    get(name).await.unwrap_or_else(|| default.to_owned())
+/// The defined subset of a component's variables.
+#[derive(Debug, Clone, Default)]
+pub struct Vars(BTreeMap<String, String>);
+
+impl Vars {
+    /// Reads each of `names` through `spin:variables`.
+    pub async fn load(names: &[&str]) -> Vars {
+        let mut map = BTreeMap::new();
+        for name in names {
+            if let Some(v) = get(name).await {
+                map.insert((*name).to_owned(), v);
+            }
+        }
+        Vars(map)
+    }
+
+    /// Builds from pairs: for tests, and for hosts that validate ahead of time.
+    pub fn from_pairs<K: Into<String>, V: Into<String>>(
+        pairs: impl IntoIterator<Item = (K, V)>,
+    ) -> Vars {
+        Vars(
+            pairs
+                .into_iter()
+                .map(|(k, v)| (k.into(), v.into()))
+                .collect(),
+        )
+    }
+
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.0.get(name).map(String::as_str)
+    }
+
+    pub fn get_or<'a>(&'a self, name: &str, default: &'a str) -> &'a str {
+        self.get(name).unwrap_or(default)
+    }
+
+    /// A comma-separated list (blanks trimmed, empties dropped).
+    pub fn list(&self, name: &str, default: &str) -> Vec<String> {
+        list(self.get_or(name, default))
+    }
+
+    /// A number, or `default` when unset.
+    pub fn number<T: std::str::FromStr>(&self, name: &str, default: T) -> Result<T, String> {
+        match self.get(name) {
+            None => Ok(default),
+            Some(v) => number(name, v),
+        }
+    }
+
+    /// `true`/`false`, or `default` when unset.
+    pub fn boolean(&self, name: &str, default: bool) -> Result<bool, String> {
+        match self.get(name) {
+            None => Ok(default),
+            Some(v) => boolean(name, v),
+        }
+    }
+}
+
+/// Loads and parses a component's configuration once per instance.
+pub async fn cached<T: Send + Sync + 'static>(
+    cell: &'static OnceLock<Result<T, String>>,
+    names: &[&str],
+    parse: fn(&Vars) -> Result<T, String>,
+) -> Result<&'static T, &'static str> {
+    if cell.get().is_none() {
+        let parsed = parse(&Vars::load(names).await);
+        let _ = cell.set(parsed);
+    }
+    match cell.get().expect("set above") {
+        Ok(t) => Ok(t),
+        Err(e) => Err(e.as_str()),
+    }
 }
 
 /// Splits a comma-separated list, trimming blanks and dropping empties.
@@ -51,5 +126,9 @@ mod tests {
         assert!(number::<u32>("n", "-1").unwrap_err().contains("`n`"));
         assert_eq!(boolean("b", "on"), Ok(true));
         assert!(boolean("b", "maybe").is_err());
+        let v = Vars::from_pairs([("n", "3"), ("l", "x,y")]);
+        assert_eq!(v.number("n", 0u8), Ok(3));
+        assert_eq!(v.number("missing", 9u8), Ok(9));
+        assert_eq!(v.list("l", ""), vec!["x", "y"]);
     }
 }

@@ -25,6 +25,7 @@
 
 pub mod config;
 pub mod kv;
+pub mod limit;
 pub mod problem;
 pub mod request;
 
@@ -32,6 +33,9 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 
 pub use spin_sdk::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri};
+
+/// The `http` crate the SDK's request and response types come from.
+pub use http;
 
 /// An incoming request, as the previous handler (or the host) sent it.
 pub type Request = spin_sdk::http::Request;
@@ -50,10 +54,39 @@ pub type ErrorCode = spin_sdk::wasip3::http::types::ErrorCode;
 pub type Result<T = Response, E = ErrorCode> = std::result::Result<T, E>;
 
 /// Passes `req` to the next handler in the chain (the origin, at the end)
-/// and returns its response.
-pub async fn next(req: Request) -> Result {
+/// and returns its response. `req` is the incoming request, or one rebuilt
+/// around a body already read with [`read_body`].
+pub async fn next(req: impl spin_sdk::http::IntoRequest) -> Result {
     let res = spin_sdk::http::next(req).await?;
     Ok(res.map(spin_sdk::http::box_body))
+}
+
+/// Why a body could not be read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyError {
+    TooLarge,
+    Broken,
+}
+
+/// Reads the whole request body, up to `limit` bytes. Returns the request
+/// head and the bytes; rebuild with `http::Request::from_parts(parts, full(bytes))`.
+pub async fn read_body(
+    req: Request,
+    limit: usize,
+) -> std::result::Result<(http::request::Parts, Bytes), BodyError> {
+    let (parts, body) = req.into_parts();
+    let bytes = http_body_util::Limited::new(body, limit)
+        .collect()
+        .await
+        .map_err(|e| {
+            if e.is::<http_body_util::LengthLimitError>() {
+                BodyError::TooLarge
+            } else {
+                BodyError::Broken
+            }
+        })?
+        .to_bytes();
+    Ok((parts, bytes))
 }
 
 /// A response with `status`, no headers, and `body`.
