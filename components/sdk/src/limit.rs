@@ -165,6 +165,39 @@ pub fn sliding_window<C: Counter>(
     })
 }
 
+/// A sliding count of events over `window` (microseconds) at `key`,
+/// read with increments of zero. Returns the weighted count and the
+/// seconds until the current window ends.
+pub fn sliding_count<C: Counter>(
+    store: &C,
+    key: &str,
+    now: Micros,
+    window: Micros,
+) -> Result<(i64, u64), StoreError> {
+    let window = window.max(1);
+    let index = now / window;
+    let into = now % window;
+    let previous = store.increment(&format!("{key}:{}", index.wrapping_sub(1)), 0)?;
+    let current = store.increment(&format!("{key}:{index}"), 0)?;
+    let weight = (window - into) as f64 / window as f64;
+    Ok((
+        (previous as f64 * weight).floor() as i64 + current,
+        secs_ceil(window - into),
+    ))
+}
+
+/// Records `n` events at `key` in the current window of [`sliding_count`].
+pub fn sliding_add<C: Counter>(
+    store: &C,
+    key: &str,
+    now: Micros,
+    window: Micros,
+    n: i64,
+) -> Result<(), StoreError> {
+    let index = now / window.max(1);
+    store.increment(&format!("{key}:{index}"), n).map(|_| ())
+}
+
 /// The IETF `RateLimit-Policy` value for a named quota.
 pub fn policy_header(name: &str, q: &Quota) -> String {
     format!("\"{name}\";q={};w={}", q.rate.max(q.burst), q.window_secs())
@@ -308,6 +341,20 @@ mod tests {
             .filter(|_| sliding_window(&c, "k", mid_next, &q, 1).unwrap().allowed)
             .count();
         assert_eq!(allowed, 5);
+    }
+
+    #[test]
+    fn sliding_counts_weigh_the_previous_window() {
+        let c = MemCounter(RefCell::default());
+        let w = 100 * SEC;
+        for _ in 0..8 {
+            sliding_add(&c, "f", 1_000 * SEC, w, 1).unwrap();
+        }
+        assert_eq!(sliding_count(&c, "f", 1_000 * SEC, w).unwrap(), (8, 100));
+        // A quarter into the next window, three quarters of it remain.
+        assert_eq!(sliding_count(&c, "f", 1_125 * SEC, w).unwrap(), (6, 75));
+        // Two windows later, nothing.
+        assert_eq!(sliding_count(&c, "f", 1_200 * SEC, w).unwrap().0, 0);
     }
 
     #[test]

@@ -1,0 +1,186 @@
+//! The auth gate component: API keys and JWTs, default deny. Client-sent
+//! identity headers are always stripped; on success the verified identity
+//! and scopes are injected for the origin. Every failure gets the same
+//! generic 401; a lacking scope gets 403; too many failures (per IP, per
+//! account, globally) lock further attempts out with 429.
+//!
+//! Verification is in [`jwt`], configuration and key checks in [`policy`].
+
+pub mod jwt;
+pub mod policy;
+
+use std::sync::OnceLock;
+
+use policy::{Config, Lockout, bearer, has_scopes};
+use tollgate_sdk::kv::{Store, StoreError};
+use tollgate_sdk::limit::{now_micros, sliding_add, sliding_count};
+use tollgate_sdk::request::{client_ip, header_str, set_header};
+use tollgate_sdk::{Request, Response, next, problem};
+
+static CONFIG: OnceLock<Result<Config, String>> = OnceLock::new();
+
+/// The one answer every authentication failure gets.
+fn unauthorized(config: &Config) -> Response {
+    let mut res = problem::respond(401, "Valid credentials are required.");
+    set_header(res.headers_mut(), "www-authenticate", &config.challenge);
+    res
+}
+
+fn too_many(retry_after: u64) -> Response {
+    let mut res = problem::respond(429, "Too many failed attempts; retry later.");
+    set_header(
+        res.headers_mut(),
+        "retry-after",
+        &retry_after.max(1).to_string(),
+    );
+    res
+}
+
+fn unavailable() -> Response {
+    let mut res = problem::respond(503, "Authentication is unavailable; retry later.");
+    set_header(res.headers_mut(), "retry-after", "1");
+    res
+}
+
+/// The lockout counters that apply to one attempt.
+fn counter_keys(
+    ip: Option<std::net::IpAddr>,
+    account: Option<&str>,
+) -> Vec<(String, fn(&Lockout) -> i64)> {
+    let mut keys: Vec<(String, fn(&Lockout) -> i64)> =
+        vec![("tollgate:af:global".into(), |l| l.global)];
+    if let Some(ip) = ip {
+        keys.push((format!("tollgate:af:ip:{ip}"), |l| l.per_ip));
+    }
+    if let Some(a) = account.filter(|a| !a.is_empty() && a.len() <= 256) {
+        keys.push((format!("tollgate:af:acct:{a}"), |l| l.per_account));
+    }
+    keys
+}
+
+/// Seconds until the attempt may be retried, if any counter is at its limit.
+fn locked(
+    store: &Store,
+    l: &Lockout,
+    keys: &[(String, fn(&Lockout) -> i64)],
+    now: u64,
+) -> Result<Option<u64>, StoreError> {
+    let window = l.window_secs * 1_000_000;
+    let mut wait = None;
+    for (key, limit) in keys {
+        let (count, reset) = sliding_count(store, key, now, window)?;
+        if count >= limit(l) {
+            wait = Some(wait.map_or(reset, |w: u64| w.max(reset)));
+        }
+    }
+    Ok(wait)
+}
+
+fn record_failure(
+    store: &Store,
+    l: &Lockout,
+    keys: &[(String, fn(&Lockout) -> i64)],
+    now: u64,
+) -> Result<(), StoreError> {
+    for (key, _) in keys {
+        sliding_add(store, key, now, l.window_secs * 1_000_000, 1)?;
+    }
+    Ok(())
+}
+
+async fn handle(mut req: Request) -> tollgate_sdk::Result {
+    let config = match tollgate_sdk::config::cached(&CONFIG, policy::VARIABLES, Config::parse).await
+    {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("auth: configuration error: {e}");
+            return Ok(problem::respond(500, "The request could not be processed."));
+        }
+    };
+    // Identity comes only from verified credentials.
+    for h in &config.strip_headers {
+        req.headers_mut().remove(h.as_str());
+    }
+    if config.is_public(req.uri().path()) {
+        return next(req).await;
+    }
+
+    let now = now_micros();
+    let headers = req.headers();
+    let api_key = header_str(headers, &config.api_key_header).map(str::to_owned);
+    let token = header_str(headers, "authorization")
+        .and_then(bearer)
+        .map(str::to_owned);
+    let ip = client_ip(headers);
+
+    // Failed attempts count against the claimed account (a header, or the
+    // unverified `sub` of a presented token), the IP, and everyone.
+    let lockout = match &config.lockout {
+        None => None,
+        Some(l) => match Store::open(&l.store) {
+            Ok(store) => {
+                let claimed = header_str(headers, &l.account_header)
+                    .map(str::to_owned)
+                    .or_else(|| token.as_deref().and_then(jwt::unverified_subject));
+                let keys = counter_keys(ip, claimed.as_deref());
+                match locked(&store, l, &keys, now) {
+                    Ok(Some(wait)) => return Ok(too_many(wait)),
+                    Ok(None) => Some((store, l, keys)),
+                    Err(e) => {
+                        eprintln!("auth: lockout store error: {e}");
+                        return Ok(unavailable());
+                    }
+                }
+            }
+            Err(e) => {
+                eprintln!("auth: lockout store error: {e}");
+                return Ok(unavailable());
+            }
+        },
+    };
+
+    let verified = match (&api_key, &token, &config.jwt) {
+        (Some(k), _, _) => config
+            .check_api_key(k)
+            .map(|key| (key.identity.clone(), key.scopes.clone(), "api-key")),
+        (None, Some(t), Some(v)) => v
+            .verify(t, now / 1_000_000)
+            .ok()
+            .map(|c| (c.subject, c.scopes, "jwt")),
+        _ => None,
+    };
+
+    let Some((identity, scopes, method)) = verified else {
+        if let Some((store, l, keys)) = &lockout
+            && let Err(e) = record_failure(store, l, keys, now)
+        {
+            eprintln!("auth: could not record a failed attempt: {e}");
+        }
+        return Ok(unauthorized(config));
+    };
+
+    // A locked account stays locked even with the right credential.
+    if let Some((store, l, _)) = &lockout {
+        match locked(store, l, &counter_keys(None, Some(&identity))[1..], now) {
+            Ok(Some(wait)) => return Ok(too_many(wait)),
+            Ok(None) => {}
+            Err(e) => {
+                eprintln!("auth: lockout store error: {e}");
+                return Ok(unavailable());
+            }
+        }
+    }
+    if !has_scopes(&scopes, &config.required_scopes) {
+        return Ok(problem::respond(
+            403,
+            "The credentials do not grant access to this resource.",
+        ));
+    }
+    let h = req.headers_mut();
+    set_header(h, &config.subject_header, &identity);
+    set_header(h, &config.scopes_header, &scopes.join(" "));
+    set_header(h, "x-auth-method", method);
+    next(req).await
+}
+
+tollgate_sdk::export_middleware!(handle);
