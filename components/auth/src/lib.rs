@@ -177,6 +177,9 @@ async fn handle(mut req: Request) -> tollgate_sdk::Result {
         ));
     }
     let h = req.headers_mut();
+    if !config.forward_api_key {
+        h.remove(config.api_key_header.as_str());
+    }
     set_header(h, &config.subject_header, &identity);
     set_header(h, &config.scopes_header, &scopes.join(" "));
     set_header(h, "x-auth-method", method);

@@ -31,6 +31,7 @@ pub const VARIABLES: &[&str] = &[
     "global_failure_limit",
     "account_header",
     "store",
+    "forward_api_key",
 ];
 
 /// A configured API key: its owner, the SHA-256 of the key, its scopes.
@@ -64,6 +65,8 @@ pub struct Config {
     pub scopes_header: String,
     pub challenge: String,
     pub lockout: Option<Lockout>,
+    /// Whether the API key header travels on to the origin (default: no).
+    pub forward_api_key: bool,
 }
 
 impl Config {
@@ -178,6 +181,7 @@ impl Config {
             scopes_header,
             challenge: format!("{scheme} realm=\"{realm}\""),
             lockout,
+            forward_api_key: v.boolean("forward_api_key", false)?,
         })
     }
 
