@@ -10,6 +10,9 @@ use std::process::Command;
 /// Built-in middleware: crate directory under components/ -> builtin name.
 const BUILTINS: &[&str] = &["headers", "auth", "rate-limit", "url-guard"];
 
+/// Packages that are primary components rather than middleware.
+const PRIMARIES: &[&str] = &["tollgate-origin"];
+
 fn main() {
     let host = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap());
     let root = host.parent().unwrap().to_path_buf();
@@ -28,41 +31,16 @@ fn main() {
 
     if !packages.is_empty() {
         ensure_wasm_target();
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let mut cmd = Command::new(cargo);
-        cmd.current_dir(&root)
-            .args([
-                "build",
-                "--release",
-                "--locked",
-                "--target",
-                "wasm32-wasip2",
-                "--target-dir",
-            ])
-            .arg(&target_dir);
-        for p in &packages {
-            cmd.args(["-p", p]);
-        }
-        // Components ship small: no debug info in the .wasm.
-        cmd.env("CARGO_PROFILE_RELEASE_DEBUG", "false")
-            .env("CARGO_PROFILE_RELEASE_STRIP", "debuginfo");
-        // The outer build's settings are for the host, not for wasm.
-        for var in [
-            "CARGO_TARGET_DIR",
-            "CARGO_BUILD_TARGET",
-            "RUSTFLAGS",
-            "CARGO_ENCODED_RUSTFLAGS",
-            "CARGO_MAKEFLAGS",
-            "RUSTC_WORKSPACE_WRAPPER",
-            "CARGO_LLVM_COV",
-        ] {
-            cmd.env_remove(var);
-        }
-        let status = cmd
-            .status()
-            .expect("running cargo to build the wasm components");
-        if !status.success() {
-            panic!("building the wasm components failed (see the cargo output above)");
+        // Primary components are built on their own: built together with
+        // middleware, feature unification would give them the SDK's `next`,
+        // and with it an import of the next handler.
+        let (primaries, middleware): (Vec<String>, Vec<String>) = packages
+            .into_iter()
+            .partition(|p| PRIMARIES.contains(&p.as_str()));
+        for group in [middleware, primaries] {
+            if !group.is_empty() {
+                cargo_build_wasm(&root, &target_dir, &group);
+            }
         }
     }
 
@@ -86,6 +64,46 @@ fn main() {
     let out = PathBuf::from(std::env::var("OUT_DIR").unwrap()).join("builtin.rs");
     std::fs::write(out, generated).unwrap();
     println!("cargo:rustc-env=TOLLGATE_WASM_DIR={}", wasm_dir.display());
+}
+
+/// Builds `packages` for wasm32-wasip2 into `target_dir`.
+fn cargo_build_wasm(root: &Path, target_dir: &Path, packages: &[String]) {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.current_dir(root)
+        .args([
+            "build",
+            "--release",
+            "--locked",
+            "--target",
+            "wasm32-wasip2",
+            "--target-dir",
+        ])
+        .arg(target_dir);
+    for p in packages {
+        cmd.args(["-p", p]);
+    }
+    // Components ship small: no debug info in the .wasm.
+    cmd.env("CARGO_PROFILE_RELEASE_DEBUG", "false")
+        .env("CARGO_PROFILE_RELEASE_STRIP", "debuginfo");
+    // The outer build's settings are for the host, not for wasm.
+    for var in [
+        "CARGO_TARGET_DIR",
+        "CARGO_BUILD_TARGET",
+        "RUSTFLAGS",
+        "CARGO_ENCODED_RUSTFLAGS",
+        "CARGO_MAKEFLAGS",
+        "RUSTC_WORKSPACE_WRAPPER",
+        "CARGO_LLVM_COV",
+    ] {
+        cmd.env_remove(var);
+    }
+    let status = cmd
+        .status()
+        .expect("running cargo to build the wasm components");
+    if !status.success() {
+        panic!("building the wasm components failed (see the cargo output above)");
+    }
 }
 
 /// rust-toolchain.toml names the target, but rustup adds targets only when

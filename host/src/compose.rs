@@ -27,16 +27,36 @@ pub struct Piece<'a> {
     pub bytes: &'a [u8],
 }
 
-/// Checks that `bytes` is a `wasi:http/middleware` component: it must export
-/// and import `wasi:http/handler@0.3.0`.
-pub fn check_middleware(name: &str, bytes: &[u8]) -> anyhow::Result<()> {
+/// A component's import and export names.
+fn interface(name: &str, bytes: &[u8]) -> anyhow::Result<(Vec<String>, Vec<String>)> {
     let mut graph = CompositionGraph::new();
     let pkg = Package::from_bytes(&package_name(0), None, bytes.to_vec(), graph.types_mut())
         .with_context(|| format!("component `{name}` is not a WebAssembly component"))?;
     let world = &graph.types()[pkg.ty()];
-    let exports = world.exports.contains_key(HANDLER);
-    let imports = world.imports.contains_key(HANDLER);
-    match (exports, imports) {
+    Ok((
+        world.imports.keys().cloned().collect(),
+        world.exports.keys().cloned().collect(),
+    ))
+}
+
+/// The names a component imports.
+pub fn imports(bytes: &[u8]) -> anyhow::Result<Vec<String>> {
+    Ok(interface("component", bytes)?.0)
+}
+
+/// Whether the component exports and imports `wasi:http/handler@0.3.0`.
+fn handler_use(name: &str, bytes: &[u8]) -> anyhow::Result<(bool, bool)> {
+    let (imports, exports) = interface(name, bytes)?;
+    Ok((
+        exports.iter().any(|e| e == HANDLER),
+        imports.iter().any(|i| i == HANDLER),
+    ))
+}
+
+/// Checks that `bytes` is a `wasi:http/middleware` component: it must export
+/// and import `wasi:http/handler@0.3.0`.
+pub fn check_middleware(name: &str, bytes: &[u8]) -> anyhow::Result<()> {
+    match handler_use(name, bytes)? {
         (true, true) => Ok(()),
         (false, _) => {
             bail!("component `{name}` is not a middleware: it does not export `{HANDLER}`")
@@ -47,17 +67,38 @@ pub fn check_middleware(name: &str, bytes: &[u8]) -> anyhow::Result<()> {
     }
 }
 
+/// Checks that `bytes` exports `wasi:http/handler@0.3.0` and does not
+/// expect a next handler.
+pub fn check_primary(name: &str, bytes: &[u8]) -> anyhow::Result<()> {
+    match handler_use(name, bytes)? {
+        (true, false) => Ok(()),
+        (false, _) => {
+            bail!("component `{name}` does not export `{HANDLER}`, so it cannot serve HTTP")
+        }
+        (true, true) => bail!(
+            "component `{name}` is a middleware; a trigger's primary component must answer requests itself"
+        ),
+    }
+}
+
 fn package_name(i: usize) -> String {
     format!("tollgate:chain{i}")
 }
 
-/// Composes `chain` (outermost first) into one component.
-pub fn compose(chain: &[Piece<'_>]) -> anyhow::Result<Vec<u8>> {
-    if chain.is_empty() {
+/// Composes `chain` (outermost first) into one component. With
+/// `primary_last`, the last piece is a primary component (Spin's `component`
+/// of a trigger): it exports the handler and answers by itself.
+pub fn compose(chain: &[Piece<'_>], primary_last: bool) -> anyhow::Result<Vec<u8>> {
+    let Some((last, middleware)) = chain.split_last() else {
         bail!("an empty chain has nothing to compose");
-    }
-    for p in chain {
+    };
+    for p in middleware {
         check_middleware(p.name, p.bytes)?;
+    }
+    if primary_last {
+        check_primary(last.name, last.bytes)?;
+    } else {
+        check_middleware(last.name, last.bytes)?;
     }
     let mut graph = CompositionGraph::new();
     let mut packages = Vec::with_capacity(chain.len());

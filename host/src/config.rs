@@ -61,7 +61,11 @@ pub struct Route {
     /// Lower-case host to match, without port; `None` matches any host.
     pub host: Option<String>,
     pub path_prefix: String,
-    pub origin: Origin,
+    /// Match the path exactly rather than as a prefix (Spin's exact routes).
+    pub exact: bool,
+    /// Where admitted requests go. `None` when the chain ends in a primary
+    /// component that answers (or forwards) itself, as in a Spin app.
+    pub origin: Option<Origin>,
     /// The ordered chain, outermost first.
     pub middleware: Vec<Middleware>,
     /// Hosts the chain's own `wasi:http/client` calls may reach.
@@ -281,6 +285,12 @@ pub fn parse(text: &str, base: &Path, env: &Env) -> Result<Config, ConfigErrors>
     } else {
         Err(ConfigErrors(v.errors))
     }
+}
+
+/// Server settings and limits at their defaults, with no routes: the base a
+/// Spin manifest's routes are added to.
+pub fn defaults(env: &Env) -> Config {
+    Validator::default().config(RawConfig::default(), Path::new("."), env)
 }
 
 #[derive(Default)]
@@ -634,7 +644,8 @@ impl Validator {
                     name,
                     host,
                     path_prefix: prefix,
-                    origin,
+                    exact: false,
+                    origin: Some(origin),
                     middleware,
                     allowed_outbound_hosts: outbound,
                     variables: variables.into_iter().map(|(k, (_, v))| (k, v)).collect(),

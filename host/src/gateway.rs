@@ -40,7 +40,8 @@ pub struct RouteRuntime {
     pub name: String,
     host: Option<String>,
     prefix: String,
-    pub origin: Origin,
+    exact: bool,
+    pub origin: Option<Origin>,
     pub chain: Option<RouteChain>,
 }
 
@@ -50,6 +51,9 @@ impl Matchable for RouteRuntime {
     }
     fn prefix(&self) -> &str {
         &self.prefix
+    }
+    fn exact(&self) -> bool {
+        self.exact
     }
 }
 
@@ -124,6 +128,7 @@ pub fn build(config: &Config) -> anyhow::Result<Gateway> {
             name: route.name.clone(),
             host: route.host.clone(),
             prefix: route.path_prefix.clone(),
+            exact: route.exact,
             origin: route.origin.clone(),
             chain,
         });
@@ -160,7 +165,9 @@ fn compile_chain(
             bytes: b,
         })
         .collect();
-    let composed = compose::compose(&pieces).with_context(|| format!("route `{}`", route.name))?;
+    // Without an origin, the last component must answer by itself.
+    let composed = compose::compose(&pieces, route.origin.is_none())
+        .with_context(|| format!("route `{}`", route.name))?;
     let started = std::time::Instant::now();
     let (component, outcome) =
         compose::compile_cached(engine, &composed, config.cache_dir.as_deref())

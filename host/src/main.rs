@@ -9,6 +9,7 @@ mod demo_origin;
 mod forwarded;
 mod gateway;
 mod kv;
+mod manifest;
 mod outbound;
 mod problem;
 mod routes;
@@ -54,6 +55,18 @@ enum Command {
         #[arg(long)]
         demo: bool,
     },
+    /// Run a Spin app's spin.toml: its HTTP triggers, with their middleware.
+    Up {
+        /// The manifest.
+        #[arg(short = 'f', long = "file", default_value = "spin.toml")]
+        file: PathBuf,
+        /// Where to listen (Spin's default port).
+        #[arg(long, default_value = "127.0.0.1:3000")]
+        listen: SocketAddr,
+        /// Admin listener for /metrics, /healthz and /readyz.
+        #[arg(long)]
+        admin: Option<SocketAddr>,
+    },
     /// Validate a configuration file and exit.
     Check { config: PathBuf },
     /// Run only the bundled demo origin.
@@ -90,6 +103,26 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
+        Command::Up {
+            file,
+            listen,
+            admin,
+        } => {
+            let cfg = match manifest::load(&file, &config::Env::process(), listen, admin) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprint!("{e}");
+                    return ExitCode::from(2);
+                }
+            };
+            match runtime.block_on(run(cfg, false)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("tollgate: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::DemoOrigin { listen } => match runtime.block_on(demo_origin::run(listen)) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {

@@ -27,7 +27,7 @@ use crate::config::{Limits, Origin};
 /// The shared, pooled client.
 pub struct OriginClient {
     client: Client<HttpConnector, WasiBody>,
-    response_timeout: Duration,
+    pub response_timeout: Duration,
 }
 
 type SendResult = Result<
@@ -55,9 +55,13 @@ impl OriginClient {
     }
 
     /// Sends `req` and waits for the response head within the response timeout.
-    pub async fn send(&self, mut req: http::Request<WasiBody>) -> SendResult {
+    pub async fn send(&self, req: http::Request<WasiBody>) -> SendResult {
+        self.send_within(req, self.response_timeout).await
+    }
+
+    async fn send_within(&self, mut req: http::Request<WasiBody>, timeout: Duration) -> SendResult {
         strip_hop_by_hop(req.headers_mut());
-        let res = tokio::time::timeout(self.response_timeout, self.client.request(req))
+        let res = tokio::time::timeout(timeout, self.client.request(req))
             .await
             .map_err(|_| HttpError::HttpResponseTimeout)?
             .map_err(classify)?;
@@ -126,7 +130,7 @@ fn retarget(uri: &Uri, origin: &Origin) -> Result<Uri, HttpError> {
 /// Serves the chain's innermost `next`: forwards to the route's origin.
 pub struct OriginHooks {
     pub client: Arc<OriginClient>,
-    pub origin: Origin,
+    pub origin: Option<Origin>,
 }
 
 impl WasiHttpHooks for OriginHooks {
@@ -138,11 +142,16 @@ impl WasiHttpHooks for OriginHooks {
     ) -> Box<dyn Future<Output = SendResult> + Send> {
         let client = self.client.clone();
         let origin = self.origin.clone();
-        Box::new(async move { client.forward_raw(request, &origin).await })
+        Box::new(async move {
+            match origin {
+                Some(origin) => client.forward_raw(request, &origin).await,
+                None => Err(HttpError::DestinationNotFound),
+            }
+        })
     }
 
     fn default_scheme(&mut self) -> Option<http::uri::Scheme> {
-        Some(self.origin.scheme.clone())
+        self.origin.as_ref().map(|o| o.scheme.clone())
     }
 }
 
@@ -156,16 +165,20 @@ impl WasiHttpHooks for ClientHooks {
     fn send_request(
         &mut self,
         request: http::Request<WasiBody>,
-        _options: Option<RequestOptions>,
+        options: Option<RequestOptions>,
         _fut: Box<dyn Future<Output = Result<(), HttpError>> + Send>,
     ) -> Box<dyn Future<Output = SendResult> + Send> {
         let client = self.client.clone();
         let allowed = is_allowed(request.uri(), &self.allowed);
+        // A component may ask for a shorter wait than the gateway's own.
+        let timeout = options
+            .and_then(|o| o.first_byte_timeout)
+            .map_or(client.response_timeout, |t| t.min(client.response_timeout));
         Box::new(async move {
             if !allowed {
                 return Err(HttpError::HttpRequestDenied);
             }
-            client.send(request).await
+            client.send_within(request, timeout).await
         })
     }
 }

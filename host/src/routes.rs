@@ -8,6 +8,10 @@
 pub trait Matchable {
     fn host(&self) -> Option<&str>;
     fn prefix(&self) -> &str;
+    /// Whether only the exact path matches.
+    fn exact(&self) -> bool {
+        false
+    }
 }
 
 /// Routes in match order.
@@ -18,16 +22,27 @@ pub struct RouteTable<R> {
 impl<R: Matchable> RouteTable<R> {
     pub fn new(mut routes: Vec<R>) -> Self {
         // Host-specific first, then longer prefixes first.
-        routes.sort_by_key(|r| (r.host().is_none(), std::cmp::Reverse(r.prefix().len())));
+        routes.sort_by_key(|r| {
+            (
+                r.host().is_none(),
+                !r.exact(),
+                std::cmp::Reverse(r.prefix().len()),
+            )
+        });
         Self { routes }
     }
 
     /// The route for `host` (which may carry a `:port`) and `path`.
     pub fn find(&self, host: &str, path: &str) -> Option<&R> {
         let bare = strip_port(host);
-        self.routes
-            .iter()
-            .find(|r| r.host().is_none_or(|h| h == bare) && prefix_matches(r.prefix(), path))
+        self.routes.iter().find(|r| {
+            r.host().is_none_or(|h| h == bare)
+                && if r.exact() {
+                    path == r.prefix()
+                } else {
+                    prefix_matches(r.prefix(), path)
+                }
+        })
     }
 }
 

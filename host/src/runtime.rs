@@ -258,7 +258,7 @@ pub struct Chain {
     engine: Engine,
     pre: ServicePre<ChainState>,
     client: Arc<crate::outbound::OriginClient>,
-    origin: crate::config::Origin,
+    origin: Option<crate::config::Origin>,
     allowed: Arc<[crate::config::Origin]>,
     services: Arc<RouteServices>,
     memory_cap: usize,

@@ -255,7 +255,10 @@ async fn dispatch(
     request_id: &str,
 ) -> Response<ResponseBody> {
     let Some(chain) = &route.chain else {
-        return match gw.client.forward(req, &route.origin).await {
+        let Some(origin) = &route.origin else {
+            return Problem::BadGateway.response(request_id);
+        };
+        return match gw.client.forward(req, origin).await {
             Ok(res) => res.map(|b| b.map_err(Into::into).boxed_unsync()),
             Err(e) => problem_for_http_error(&e).response(request_id),
         };

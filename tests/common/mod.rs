@@ -29,6 +29,14 @@ pub fn wasm(name: &str) -> String {
         .to_string()
 }
 
+/// The repository root.
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
 pub fn tollgate_bin() -> &'static str {
     env!("CARGO_BIN_EXE_tollgate")
 }
@@ -209,9 +217,20 @@ impl Gateway {
         let dir = tempdir::TempDir::new();
         let path = dir.path().join("tollgate.toml");
         std::fs::write(&path, config).unwrap();
+        let path = path.display().to_string();
+        let wants_admin = config.contains("admin_listen");
+        Self::spawn(&["serve", "--config", &path], env, dir, wants_admin)
+    }
+
+    /// Starts `tollgate ARGS...` (a serving command) and waits until it listens.
+    pub fn spawn(
+        args: &[&str],
+        env: &[(&str, &str)],
+        dir: tempdir::TempDir,
+        wants_admin: bool,
+    ) -> Gateway {
         let mut cmd = Command::new(tollgate_bin());
-        cmd.args(["serve", "--config"])
-            .arg(&path)
+        cmd.args(args)
             .env("RUST_LOG", "info")
             .env("XDG_CACHE_HOME", shared_cache_dir())
             .stdout(Stdio::null())
@@ -235,7 +254,6 @@ impl Gateway {
         });
         let mut addr = None;
         let mut admin = None;
-        let wants_admin = config.contains("admin_listen");
         while addr.is_none() || (wants_admin && admin.is_none()) {
             let line = match rx.recv_timeout(Duration::from_secs(120)) {
                 Ok(l) => l,

@@ -56,6 +56,7 @@ pub type Result<T = Response, E = ErrorCode> = std::result::Result<T, E>;
 /// Passes `req` to the next handler in the chain (the origin, at the end)
 /// and returns its response. `req` is the incoming request, or one rebuilt
 /// around a body already read with [`read_body`].
+#[cfg(feature = "middleware")]
 pub async fn next(req: impl spin_sdk::http::IntoRequest) -> Result {
     let res = spin_sdk::http::next(req).await?;
     Ok(res.map(spin_sdk::http::box_body))
@@ -155,9 +156,31 @@ macro_rules! export_middleware {
     };
 }
 
-/// Makes an outbound GET through `wasi:http/client` and returns the status.
-/// The host allows only the component's allowed outbound hosts.
+/// Sends a request to another service through `wasi:http/client`. Hosts
+/// allow only the component's allowed outbound hosts.
+pub async fn send(req: impl spin_sdk::http::IntoRequest) -> Result {
+    let res = spin_sdk::http::send(req).await?;
+    Ok(res.map(spin_sdk::http::box_body))
+}
+
+/// Makes an outbound GET and returns the status.
 pub async fn http_get(url: &str) -> Result<u16> {
     let res = spin_sdk::http::get(url).await?;
     Ok(res.status().as_u16())
+}
+
+/// Sets connect and first-byte timeouts on an outbound request.
+pub fn set_timeouts<B>(req: &mut http::Request<B>, connect_ms: u64, first_byte_ms: u64) {
+    use spin_sdk::wasip3::http::types::RequestOptions;
+    let o = RequestOptions::new();
+    // A host that cannot honour a timeout says so; it still applies its own.
+    let _ = o.set_connect_timeout(Some(connect_ms.saturating_mul(1_000_000)));
+    let _ = o.set_first_byte_timeout(Some(first_byte_ms.saturating_mul(1_000_000)));
+    req.extensions_mut()
+        .insert(spin_sdk::wasip3::http_compat::RequestOptionsExtension(o));
+}
+
+/// Waits `ms` milliseconds without blocking other requests.
+pub async fn sleep_ms(ms: u64) {
+    spin_sdk::wasip3::clocks::monotonic_clock::wait_for(ms.saturating_mul(1_000_000)).await;
 }

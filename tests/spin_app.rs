@@ -1,0 +1,278 @@
+//! The Spin deployment: the repository's own spin.toml, run by
+//! `tollgate up` against a real origin; the origin component's retries;
+//! manifest sources matching what the build produces; manifest errors.
+
+mod common;
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::*;
+use sha2::{Digest, Sha256};
+
+fn sha_hex(s: &str) -> String {
+    Sha256::digest(s.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+fn up(origin: &Origin, extra: &[(&str, &str)]) -> Gateway {
+    let manifest = repo_root().join("spin.toml").display().to_string();
+    let keys = format!("alice:{}", sha_hex("alice-key"));
+    let url = origin.url();
+    let mut env = vec![
+        ("SPIN_VARIABLE_ORIGIN_URL", url.as_str()),
+        ("SPIN_VARIABLE_API_KEYS", keys.as_str()),
+    ];
+    env.extend_from_slice(extra);
+    Gateway::spawn(
+        &["up", "-f", &manifest, "--listen", "127.0.0.1:0"],
+        &env,
+        tempdir::TempDir::new(),
+        false,
+    )
+}
+
+fn with_key(
+    url: &str,
+    extra: &[(&str, &str)],
+) -> http::Request<http_body_util::Full<bytes::Bytes>> {
+    let mut b = http::Request::get(url).header("x-api-key", "alice-key");
+    for (k, v) in extra {
+        b = b.header(*k, *v);
+    }
+    b.body(Default::default()).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn spin_toml_runs_every_middleware_in_front_of_the_origin_component() {
+    let origin = Origin::start().await;
+    let gw = up(
+        &origin,
+        &[(
+            "SPIN_VARIABLE_CORS_ALLOWED_ORIGINS",
+            "https://app.example.com",
+        )],
+    );
+    let c = client();
+
+    // auth: no key, no entry.
+    assert_eq!(get(&c, &gw.url("/a")).await.status, 401);
+    assert_eq!(origin.count(), 0);
+
+    let r = send(
+        &c,
+        with_key(
+            &gw.url("/a?x=1"),
+            &[
+                ("x-auth-subject", "root"),
+                ("origin", "https://app.example.com"),
+            ],
+        ),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(r.body, "origin saw /a");
+    let seen = origin.last();
+    assert_eq!(
+        seen.headers["x-auth-subject"], "alice",
+        "auth's verified identity, not the forged one"
+    );
+    // headers: security headers, CORS, server header removed.
+    assert_eq!(r.header("x-frame-options"), Some("DENY"));
+    assert_eq!(
+        r.header("access-control-allow-origin"),
+        Some("https://app.example.com")
+    );
+    assert_eq!(r.header("server"), None);
+    // rate-limit: the IETF headers.
+    assert!(
+        r.header("ratelimit-policy").unwrap().contains("\"per-ip\""),
+        "{r:?}"
+    );
+    // url-guard: SSRF refused by name, never forwarded.
+    let before = origin.count();
+    let r = send(
+        &c,
+        with_key(&gw.url("/f?url=https%3A%2F%2F127.0.0.1%2F"), &[]),
+    )
+    .await;
+    assert_eq!(r.status, 400);
+    assert!(r.body.contains("query parameter `url`"));
+    assert_eq!(origin.count(), before);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_origin_component_retries_idempotent_requests_with_backoff() {
+    let origin = Origin::start().await;
+    let gw = up(&origin, &[]);
+    let c = client();
+
+    // Fails twice, then succeeds: three attempts, the client sees 200.
+    let t = Instant::now();
+    let r = send(&c, with_key(&gw.url("/flaky/a/2"), &[])).await;
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(origin.count(), 3);
+    // Backoff 50 ms then 100 ms.
+    assert!(
+        t.elapsed() >= Duration::from_millis(150),
+        "{:?}",
+        t.elapsed()
+    );
+
+    // Never recovers: gives up after max_attempts (3) with the origin's 503.
+    let r = send(&c, with_key(&gw.url("/flaky/b/10"), &[])).await;
+    assert_eq!(r.status, 503);
+    assert_eq!(origin.count(), 6);
+
+    // POST is not idempotent: one attempt only.
+    let post = http::Request::post(gw.url("/flaky/c/1"))
+        .header("x-api-key", "alice-key")
+        .body(http_body_util::Full::new(bytes::Bytes::from_static(
+            b"once",
+        )))
+        .unwrap();
+    assert_eq!(send(&c, post).await.status, 503);
+    assert_eq!(origin.count(), 7);
+}
+
+#[test]
+fn manifest_sources_are_what_the_build_produces() {
+    let text = std::fs::read_to_string(repo_root().join("spin.toml")).unwrap();
+    let manifest: toml::Value = toml::from_str(&text).unwrap();
+    let components = manifest["component"].as_table().unwrap();
+    assert!(components.len() >= 5);
+    let built = std::path::Path::new(env!("TOLLGATE_WASM_DIR"))
+        .canonicalize()
+        .unwrap();
+    for (name, c) in components {
+        let source = c["source"].as_str().unwrap();
+        let path = repo_root().join(source);
+        assert!(path.is_file(), "component {name}: {source} was not built");
+        assert_eq!(
+            path.canonicalize().unwrap().parent().unwrap(),
+            built,
+            "component {name}"
+        );
+        // The build command builds the package whose artifact is the source.
+        let command = c["build"]["command"].as_str().unwrap();
+        let package = command.split("-p ").nth(1).unwrap().trim();
+        assert_eq!(
+            path.file_name().unwrap().to_str().unwrap(),
+            format!("{}.wasm", package.replace('-', "_")),
+            "component {name}"
+        );
+        assert!(
+            command.contains("--target wasm32-wasip2 --target-dir target/wasm"),
+            "{command}"
+        );
+    }
+}
+
+/// Runs `tollgate up` on `manifest`, which must fail; returns stderr.
+fn up_fails(manifest: &str, env: &[(&str, &str)]) -> String {
+    let dir = tempdir::TempDir::new();
+    let path = dir.path().join("spin.toml");
+    std::fs::write(&path, manifest).unwrap();
+    let mut cmd = Command::new(tollgate_bin());
+    cmd.args(["up", "-f"])
+        .arg(&path)
+        .args(["--listen", "127.0.0.1:0"])
+        .env_remove("SPIN_VARIABLE_TOKEN");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().unwrap();
+    assert!(!out.status.success(), "manifest was accepted:\n{manifest}");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn manifest(route: &str, middleware: &str, middleware_source: &str) -> String {
+    format!(
+        r#"spin_manifest_version = 2
+[application]
+name = "t"
+[variables]
+token = {{ required = true }}
+[[trigger.http]]
+route = "{route}"
+component = "app"
+dependencies.middleware = [{{ component = "{middleware}", inherit_configuration = ["variables"] }}]
+[component.app]
+source = "{app}"
+allowed_outbound_hosts = ["http://127.0.0.1:9"]
+[component.app.variables]
+token = "{{{{ token }}}}"
+[component.mw]
+source = "{middleware_source}"
+"#,
+        app = wasm("tollgate_origin"),
+    )
+}
+
+#[test]
+fn manifest_errors_name_the_problem() {
+    let outer = wasm("fixture_outer");
+    let origin = wasm("tollgate_origin");
+    let token = [("SPIN_VARIABLE_TOKEN", "t")];
+    let cases: Vec<(&str, String, Vec<(&str, &str)>, &str)> = vec![
+        (
+            "unknown component",
+            manifest("/...", "ghost", &outer),
+            token.to_vec(),
+            "unknown component `ghost`",
+        ),
+        (
+            "not a middleware",
+            manifest("/...", "mw", &origin),
+            token.to_vec(),
+            "component `mw` is not a middleware",
+        ),
+        (
+            "missing required variable",
+            manifest("/...", "mw", &outer),
+            vec![],
+            "missing required variable `token`",
+        ),
+        (
+            "bad route",
+            manifest("api/...", "mw", &outer),
+            token.to_vec(),
+            "trigger.http[0].route",
+        ),
+        (
+            "bad route syntax",
+            manifest("/a/.../b", "mw", &outer),
+            token.to_vec(),
+            "not a supported route",
+        ),
+        (
+            "unsupported key",
+            manifest("/...", "mw", &outer)
+                .replace("[component.mw]", "[component.mw]\nfiles = [\"x\"]"),
+            token.to_vec(),
+            "unknown field `files`",
+        ),
+        (
+            "unsupported inheritance",
+            manifest("/...", "mw", &outer).replace("[\"variables\"]", "[\"sqlite_databases\"]"),
+            token.to_vec(),
+            "`sqlite_databases` is not supported",
+        ),
+    ];
+    for (what, text, env, expected) in cases {
+        let stderr = up_fails(&text, &env);
+        assert!(
+            stderr.contains(expected),
+            "{what}: expected {expected:?} in:\n{stderr}"
+        );
+    }
+    // A key-value-using middleware must inherit key_value_stores, as on Spin.
+    let kv_user = manifest("/...", "mw", &wasm("fixture_services"));
+    let stderr = up_fails(&kv_user, &token);
+    assert!(
+        stderr.contains("does not inherit `key_value_stores`"),
+        "{stderr}"
+    );
+}
