@@ -11,7 +11,7 @@ use std::process::Command;
 const BUILTINS: &[&str] = &["headers", "auth", "rate-limit", "url-guard"];
 
 /// Packages that are primary components rather than middleware.
-const PRIMARIES: &[&str] = &["tollgate-origin"];
+const PRIMARIES: &[&str] = &["tollgate-origin", "fixture-echo"];
 
 fn main() {
     let host = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap());

@@ -2,22 +2,7 @@
 //! validates a config without serving, `demo-origin` runs the bundled demo
 //! origin on its own.
 
-mod builtin;
-mod compose;
-mod config;
-mod demo_origin;
-mod forwarded;
-mod gateway;
-mod kv;
-mod manifest;
-mod outbound;
-mod problem;
-mod routes;
-mod runtime;
-mod serve;
-mod services;
-mod stdio;
-mod telemetry;
+use tollgate::{config, demo_origin, gateway, manifest, serve, telemetry};
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

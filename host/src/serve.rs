@@ -74,7 +74,7 @@ pub async fn serve(
                 let Some((stream, peer)) = conn else { break };
                 let _ = stream.set_nodelay(true);
                 let gw = gateway.clone();
-                let svc = service_fn(move |req| {
+                let svc = service_fn(move |req: Request<Incoming>| {
                     let gw = gw.clone();
                     async move { Ok::<_, Infallible>(handle(gw, peer, req).await) }
                 });
@@ -120,12 +120,17 @@ fn hyper_buffer(limits: &Limits) -> usize {
     (limits.max_header_bytes * 2 + 4096).max(8192)
 }
 
-/// Handles one request from end to end; never fails.
-async fn handle(
+/// Handles one request from end to end; never fails. Public so that the
+/// in-process benchmarks can drive the gateway without sockets.
+pub async fn handle<B>(
     gw: Arc<Gateway>,
     peer: SocketAddr,
-    req: Request<Incoming>,
-) -> Response<ResponseBody> {
+    req: Request<B>,
+) -> Response<ResponseBody>
+where
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let start = Instant::now();
     gw.metrics.request_started();
     let request_id = request_id(req.headers());
@@ -175,12 +180,16 @@ fn decision(status: u16) -> &'static str {
 
 /// Checks the request against the limits and routes, and prepares it for
 /// the chain. Errors carry the route name for metrics (`-` when none).
-async fn admit<'g>(
+async fn admit<'g, B>(
     gw: &'g Gateway,
     peer: SocketAddr,
-    req: Request<Incoming>,
+    req: Request<B>,
     request_id: &str,
-) -> Result<(&'g RouteRuntime, Request<wasmtime_wasi_http::WasiBody>), (String, Problem)> {
+) -> Result<(&'g RouteRuntime, Request<wasmtime_wasi_http::WasiBody>), (String, Problem)>
+where
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let none = || "-".to_string();
     if header_block_size(&req) > gw.limits.max_header_bytes {
         return Err((none(), Problem::HeadersTooLarge));

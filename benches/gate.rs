@@ -1,0 +1,174 @@
+//! In-process benchmarks: the pieces of a request's cost, measured with
+//! criterion. Run with `cargo bench -p tollgate --bench gate`.
+//!
+//! - `token_bucket`: one GCRA check against the embedded store (CAS read,
+//!   decision, CAS write);
+//! - `ssrf_check`: one URL through the url-guard policy;
+//! - `jwt_hs256`: one HS256 token verification;
+//! - `chain/*`: one request through the host's request path and the
+//!   composed four-component chain, in process, no network (the chain ends
+//!   in a primary component that answers itself). `chain/empty` is the
+//!   same path with a one-component chain, as the baseline.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use bytes::Bytes;
+use criterion::{Criterion, criterion_group, criterion_main};
+use hmac::{Hmac, Mac};
+use http_body_util::Full;
+use sha2::{Digest, Sha256};
+use tollgate::config::{self, ComponentSource, Middleware};
+use tollgate::kv::MemoryStore;
+use tollgate_sdk::limit::{Quota, gcra};
+
+fn token_bucket(c: &mut Criterion) {
+    let store = MemoryStore::new(100_000, Duration::from_secs(3600));
+    let q = Quota {
+        rate: u64::MAX / 4,
+        period: 1_000_000,
+        burst: u64::MAX / 4,
+    };
+    let mut now = 1_000_000_000u64;
+    c.bench_function("token_bucket", |b| {
+        b.iter(|| {
+            now += 1;
+            let (current, version) = store.cas_read("tollgate:rl:bench:203.0.113.7");
+            let tat = current
+                .and_then(|v| <[u8; 8]>::try_from(v.as_slice()).ok())
+                .map(u64::from_le_bytes);
+            let (decision, next) = gcra(tat, now, &q, 1);
+            if let Some(n) = next {
+                let _ = store.cas_swap(
+                    "tollgate:rl:bench:203.0.113.7",
+                    version,
+                    n.to_le_bytes().to_vec(),
+                );
+            }
+            decision
+        })
+    });
+}
+
+fn ssrf_check(c: &mut Criterion) {
+    let policy = tollgate_url_guard::ssrf::Policy {
+        schemes: vec!["https".into()],
+        allowed_hosts: vec![],
+    };
+    c.bench_function("ssrf_check", |b| {
+        b.iter(|| {
+            policy
+                .check(std::hint::black_box("https://api.example.com/v1/hooks?x=1"))
+                .is_ok()
+        })
+    });
+}
+
+fn jwt_hs256(c: &mut Criterion) {
+    use tollgate_auth::jwt::{Alg, Key, KeyMaterial, Verifier};
+    let secret = b"an-hs256-secret-of-at-least-32-bytes!!".to_vec();
+    let h = URL_SAFE_NO_PAD.encode(r#"{"alg":"HS256","typ":"JWT"}"#);
+    let p = URL_SAFE_NO_PAD.encode(r#"{"sub":"alice","exp":4000000000,"iss":"https://issuer.test","aud":"api","scope":"read"}"#);
+    let mut mac = Hmac::<Sha256>::new_from_slice(&secret).unwrap();
+    mac.update(format!("{h}.{p}").as_bytes());
+    let token = format!(
+        "{h}.{p}.{}",
+        URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes())
+    );
+    let v = Verifier {
+        alg: Alg::HS256,
+        keys: vec![Key {
+            kid: None,
+            material: KeyMaterial::Hmac(secret),
+        }],
+        issuer: Some("https://issuer.test".into()),
+        audience: Some("api".into()),
+        leeway_secs: 60,
+    };
+    c.bench_function("jwt_hs256", |b| {
+        b.iter(|| {
+            v.verify(std::hint::black_box(&token), 1_800_000_000)
+                .unwrap()
+        })
+    });
+}
+
+/// A gateway whose one route runs `middleware` and ends in the echo
+/// primary component, with limits high enough that nothing is refused.
+fn gateway(middleware: &str) -> Arc<tollgate::gateway::Gateway> {
+    let key_hash: String = Sha256::digest(b"bench-key")
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let text = format!(
+        r#"
+[server]
+cache_dir = "{cache}"
+[components.headers]
+source = "builtin:headers"
+[components.url-guard]
+source = "builtin:url-guard"
+variables = {{ query_params = "url" }}
+[components.auth]
+source = "builtin:auth"
+key_value_stores = ["default"]
+variables = {{ api_keys = "bench:{key_hash}" }}
+[components.rate-limit]
+source = "builtin:rate-limit"
+key_value_stores = ["default"]
+variables = {{ policies = "per-ip ip 100000000/1s; per-user identity 100000000/1s" }}
+[[route]]
+origin = "http://127.0.0.1:9"
+middleware = [{middleware}]
+"#,
+        cache = concat!(env!("CARGO_TARGET_TMPDIR"), "/cache"),
+    );
+    let mut cfg = config::parse(&text, std::path::Path::new("."), &config::Env::process()).unwrap();
+    let echo = format!("{}/fixture_echo.wasm", env!("TOLLGATE_WASM_DIR"));
+    cfg.routes[0].origin = None;
+    cfg.routes[0].middleware.push(Middleware {
+        name: "echo".into(),
+        source: ComponentSource::File(echo.into()),
+    });
+    Arc::new(tollgate::gateway::build(&cfg).unwrap())
+}
+
+fn chain(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let peer: SocketAddr = "203.0.113.7:40000".parse().unwrap();
+    let mut group = c.benchmark_group("chain");
+    for (name, middleware) in [
+        ("empty", ""),
+        (
+            "four_components",
+            r#""headers", "url-guard", "auth", "rate-limit""#,
+        ),
+    ] {
+        let gw = rt.block_on(async { gateway(middleware) });
+        group.bench_function(name, |b| {
+            b.to_async(&rt).iter(|| {
+                let gw = gw.clone();
+                async move {
+                    let req = http::Request::get("/v1/items?q=1")
+                        .header("host", "api.example.com")
+                        .header("x-api-key", "bench-key")
+                        .body(Full::new(Bytes::new()))
+                        .unwrap();
+                    let res = tollgate::serve::handle(gw, peer, req).await;
+                    assert_eq!(res.status(), 200);
+                    res
+                }
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, token_bucket, ssrf_check, jwt_hs256, chain);
+criterion_main!(benches);

@@ -1,0 +1,25 @@
+//! Tollgate's host runner as a library: the `tollgate` binary is a thin
+//! command line over it, and the in-process benchmarks drive it directly.
+//!
+//! Data path of a request: [`serve`] (limits, routing, forwarding headers)
+//! → [`runtime`] (a pooled instance of the route's chain, composed by
+//! [`compose`]) → [`outbound`] (the pooled client to the origin). Host
+//! services for components are in [`services`] over [`kv`]; configuration
+//! in [`config`] and [`manifest`]; logs and metrics in [`telemetry`].
+
+pub mod builtin;
+pub mod compose;
+pub mod config;
+pub mod demo_origin;
+pub mod forwarded;
+pub mod gateway;
+pub mod kv;
+pub mod manifest;
+pub mod outbound;
+pub mod problem;
+pub mod routes;
+pub mod runtime;
+pub mod serve;
+pub mod services;
+pub mod stdio;
+pub mod telemetry;
