@@ -1,6 +1,7 @@
 //! A tiny origin service bundled for the out-of-the-box demo: it answers
 //! every request with a JSON echo of what it received (method, path and
-//! headers), so a user can see what the chain changed.
+//! headers), so a user can see what the chain changed. With `--fixed` it is
+//! the load test's fast origin: a fixed 3-byte body.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -11,8 +12,9 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
 
-/// Serves the demo origin on `addr` until the process exits.
-pub async fn run(addr: SocketAddr) -> anyhow::Result<()> {
+/// Serves the demo origin on `addr` until the process exits. With `fixed`,
+/// every answer is the same 3-byte body: the load test's fast origin.
+pub async fn run(addr: SocketAddr, fixed: bool) -> anyhow::Result<()> {
     let listener = TcpListener::bind(addr)
         .await
         .map_err(|e| anyhow::anyhow!("demo origin: cannot bind {addr}: {e}"))?;
@@ -20,7 +22,10 @@ pub async fn run(addr: SocketAddr) -> anyhow::Result<()> {
     loop {
         let (stream, _) = listener.accept().await?;
         tokio::spawn(async move {
-            let svc = service_fn(|req: hyper::Request<hyper::body::Incoming>| async move {
+            let svc = service_fn(move |req: hyper::Request<hyper::body::Incoming>| async move {
+                if fixed {
+                    return Ok::<_, Infallible>(hyper::Response::new(Full::new(Bytes::from_static(b"ok\n"))));
+                }
                 let (parts, body) = req.into_parts();
                 let body = body
                     .collect()

@@ -58,6 +58,9 @@ enum Command {
     DemoOrigin {
         #[arg(long, default_value = DEMO_ORIGIN)]
         listen: SocketAddr,
+        /// Answer every request with a fixed 3-byte body (for load tests).
+        #[arg(long)]
+        fixed: bool,
     },
 }
 
@@ -108,7 +111,7 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::DemoOrigin { listen } => match runtime.block_on(demo_origin::run(listen)) {
+        Command::DemoOrigin { listen, fixed } => match runtime.block_on(demo_origin::run(listen, fixed)) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("{e:#}");
@@ -147,7 +150,7 @@ async fn run(cfg: config::Config, demo: bool) -> anyhow::Result<()> {
     if demo {
         let addr: SocketAddr = DEMO_ORIGIN.parse().expect("valid address");
         tokio::spawn(async move {
-            if let Err(e) = demo_origin::run(addr).await {
+            if let Err(e) = demo_origin::run(addr, false).await {
                 tracing::error!(error = %e, "demo origin stopped");
             }
         });
