@@ -768,7 +768,10 @@ mod tests {
     fn minimal_config_is_valid_and_defaults_apply() {
         let c = check("[[route]]\norigin = \"http://127.0.0.1:9000\"\n").unwrap();
         assert_eq!(c.routes[0].path_prefix, "/");
-        assert_eq!(c.routes[0].origin.to_string(), "http://127.0.0.1:9000");
+        assert_eq!(
+            c.routes[0].origin.as_ref().unwrap().to_string(),
+            "http://127.0.0.1:9000"
+        );
         assert_eq!(c.limits.max_body_bytes, 1024 * 1024);
     }
 

@@ -22,41 +22,45 @@ pub async fn run(addr: SocketAddr, fixed: bool) -> anyhow::Result<()> {
     loop {
         let (stream, _) = listener.accept().await?;
         tokio::spawn(async move {
-            let svc = service_fn(move |req: hyper::Request<hyper::body::Incoming>| async move {
-                if fixed {
-                    return Ok::<_, Infallible>(hyper::Response::new(Full::new(Bytes::from_static(b"ok\n"))));
-                }
-                let (parts, body) = req.into_parts();
-                let body = body
-                    .collect()
-                    .await
-                    .map(|b| b.to_bytes())
-                    .unwrap_or_default();
-                let headers: serde_json::Map<String, serde_json::Value> = parts
-                    .headers
-                    .iter()
-                    .map(|(k, v)| {
-                        (
-                            k.to_string(),
-                            String::from_utf8_lossy(v.as_bytes()).into_owned().into(),
-                        )
-                    })
-                    .collect();
-                let echo = serde_json::json!({
-                    "origin": "tollgate-demo",
-                    "method": parts.method.as_str(),
-                    "path": parts.uri.to_string(),
-                    "headers": headers,
-                    "body_bytes": body.len(),
-                });
-                Ok::<_, Infallible>(
-                    hyper::Response::builder()
-                        .header("content-type", "application/json")
-                        .header("server", "tollgate-demo-origin")
-                        .body(Full::new(Bytes::from(format!("{echo:#}\n"))))
-                        .expect("valid response"),
-                )
-            });
+            let svc = service_fn(
+                move |req: hyper::Request<hyper::body::Incoming>| async move {
+                    if fixed {
+                        return Ok::<_, Infallible>(hyper::Response::new(Full::new(
+                            Bytes::from_static(b"ok\n"),
+                        )));
+                    }
+                    let (parts, body) = req.into_parts();
+                    let body = body
+                        .collect()
+                        .await
+                        .map(|b| b.to_bytes())
+                        .unwrap_or_default();
+                    let headers: serde_json::Map<String, serde_json::Value> = parts
+                        .headers
+                        .iter()
+                        .map(|(k, v)| {
+                            (
+                                k.to_string(),
+                                String::from_utf8_lossy(v.as_bytes()).into_owned().into(),
+                            )
+                        })
+                        .collect();
+                    let echo = serde_json::json!({
+                        "origin": "tollgate-demo",
+                        "method": parts.method.as_str(),
+                        "path": parts.uri.to_string(),
+                        "headers": headers,
+                        "body_bytes": body.len(),
+                    });
+                    Ok::<_, Infallible>(
+                        hyper::Response::builder()
+                            .header("content-type", "application/json")
+                            .header("server", "tollgate-demo-origin")
+                            .body(Full::new(Bytes::from(format!("{echo:#}\n"))))
+                            .expect("valid response"),
+                    )
+                },
+            );
             let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
                 .serve_connection(TokioIo::new(stream), svc)
                 .await;

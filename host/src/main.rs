@@ -1,6 +1,6 @@
-//! `tollgate`: the command line. `serve` runs the gateway, `check`
-//! validates a config without serving, `demo-origin` runs the bundled demo
-//! origin on its own.
+//! `tollgate`: the command line. `serve` runs the gateway, `up` runs a Spin
+//! app's spin.toml, `check` validates a config without serving, and
+//! `demo-origin` runs the bundled demo origin on its own.
 
 use tollgate::{config, demo_origin, gateway, manifest, serve, telemetry};
 
@@ -96,28 +96,18 @@ fn main() -> ExitCode {
             listen,
             admin,
         } => {
-            let cfg = match manifest::load(&file, &config::Env::process(), listen, admin) {
-                Ok(c) => c,
-                Err(e) => {
-                    eprint!("{e}");
-                    return ExitCode::from(2);
-                }
-            };
-            match runtime.block_on(run(cfg, false)) {
+            let loaded = manifest::load(&file, &config::Env::process(), listen, admin);
+            serve_loaded(&runtime, loaded, false)
+        }
+        Command::DemoOrigin { listen, fixed } => {
+            match runtime.block_on(demo_origin::run(listen, fixed)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
-                    eprintln!("tollgate: {e:#}");
+                    eprintln!("{e:#}");
                     ExitCode::FAILURE
                 }
             }
         }
-        Command::DemoOrigin { listen, fixed } => match runtime.block_on(demo_origin::run(listen, fixed)) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("{e:#}");
-                ExitCode::FAILURE
-            }
-        },
         Command::Serve { config, demo } => {
             let loaded = match &config {
                 Some(path) => config::load(path, &config::Env::process()),
@@ -127,20 +117,30 @@ fn main() -> ExitCode {
                     &config::Env::process(),
                 ),
             };
-            let cfg = match loaded {
-                Ok(c) => c,
-                Err(e) => {
-                    eprint!("{e}");
-                    return ExitCode::from(2);
-                }
-            };
-            match runtime.block_on(run(cfg, demo)) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("tollgate: {e:#}");
-                    ExitCode::FAILURE
-                }
-            }
+            serve_loaded(&runtime, loaded, demo)
+        }
+    }
+}
+
+/// Serves a loaded configuration: exit 2 for an invalid one, 1 when
+/// startup fails, 0 after a graceful shutdown.
+fn serve_loaded(
+    runtime: &tokio::runtime::Runtime,
+    loaded: Result<config::Config, config::ConfigErrors>,
+    demo: bool,
+) -> ExitCode {
+    let cfg = match loaded {
+        Ok(c) => c,
+        Err(e) => {
+            eprint!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    match runtime.block_on(run(cfg, demo)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("tollgate: {e:#}");
+            ExitCode::FAILURE
         }
     }
 }

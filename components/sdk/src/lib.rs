@@ -6,7 +6,7 @@
 //! [`next`] and may then change the response. The same `.wasm` runs on
 //! Tollgate's host runner and on Spin 4.1+.
 //!
-//! ```ignore
+//! ```text
 //! use tollgate_sdk::{Request, Response, next, problem};
 //!
 //! async fn handle(req: Request) -> tollgate_sdk::Result {
