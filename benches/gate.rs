@@ -145,10 +145,11 @@ fn chain(c: &mut Criterion) {
     let mut group = c.benchmark_group("chain");
     for (name, middleware) in [
         ("empty", ""),
-        (
-            "four_components",
-            r#""headers", "url-guard", "auth", "rate-limit""#,
-        ),
+        ("headers", r#""headers""#),
+        ("url_guard", r#""url-guard""#),
+        ("auth", r#""auth""#),
+        ("rate_limit", r#""rate-limit""#),
+        ("four_components", r#""headers", "url-guard", "auth", "rate-limit""#),
     ] {
         let gw = rt.block_on(async { gateway(middleware) });
         group.bench_function(name, |b| {
