@@ -149,7 +149,10 @@ fn chain(c: &mut Criterion) {
         ("url_guard", r#""url-guard""#),
         ("auth", r#""auth""#),
         ("rate_limit", r#""rate-limit""#),
-        ("four_components", r#""headers", "url-guard", "auth", "rate-limit""#),
+        (
+            "four_components",
+            r#""headers", "url-guard", "auth", "rate-limit""#,
+        ),
     ] {
         let gw = rt.block_on(async { gateway(middleware) });
         group.bench_function(name, |b| {

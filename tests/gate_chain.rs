@@ -428,3 +428,48 @@ async fn ssrf_urls_are_refused_by_name() {
     .await;
     assert_eq!(r.status, 200);
 }
+
+/// A host name this machine resolves to a loopback address through
+/// /etc/hosts, which the name rules alone do not block.
+fn loopback_alias() -> String {
+    let hosts = std::fs::read_to_string("/etc/hosts").unwrap_or_default();
+    hosts
+        .lines()
+        .filter(|l| l.trim_start().starts_with("127."))
+        .flat_map(|l| l.split_whitespace().skip(1))
+        .find(|n| !n.starts_with('#') && !n.contains("localhost") && !n.contains('.'))
+        .map(str::to_owned)
+        .expect("this test needs a loopback alias other than localhost in /etc/hosts")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn dns_mode_refuses_names_that_resolve_inside() {
+    let origin = Origin::start().await;
+    let alias = loopback_alias();
+    let cfg = |dns: bool| {
+        config(&format!(
+            "[components.url-guard]\nsource = \"builtin:url-guard\"\nallow_name_lookup = {dns}\nvariables = {{ query_params = \"url\", dns_check = \"{dns}\" }}\n[[route]]\norigin = \"{}\"\nmiddleware = [\"url-guard\"]\n",
+            origin.url()
+        ))
+    };
+    let c = client();
+    let url = |host: &str| format!("/fetch?url=https%3A%2F%2F{host}%2Fx");
+
+    // Without DNS mode the name passes the rules...
+    let plain = Gateway::start(&cfg(false));
+    assert_eq!(
+        get(&c, &plain.url(&url(&alias))).await.status,
+        200,
+        "{alias}"
+    );
+    // ...with it, its loopback address is found and refused.
+    let dns = Gateway::start(&cfg(true));
+    let r = get(&c, &dns.url(&url(&alias))).await;
+    assert_eq!(r.status, 400, "{alias}: {r:?}");
+    // A name that does not resolve is refused too: DNS mode fails closed.
+    assert_eq!(
+        get(&c, &dns.url(&url("no-such-host.invalid"))).await.status,
+        400
+    );
+    assert_eq!(origin.count(), 1);
+}

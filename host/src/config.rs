@@ -74,6 +74,9 @@ pub struct Route {
     pub variables: BTreeMap<String, String>,
     /// Key-value store labels the chain may open.
     pub key_value_stores: Vec<String>,
+    /// Whether the chain may resolve host names (url-guard's DNS mode).
+    /// Sockets stay closed either way.
+    pub allow_name_lookup: bool,
 }
 
 /// A scheme + authority that requests are forwarded to.
@@ -227,6 +230,8 @@ struct RawComponent {
     key_value_stores: Vec<String>,
     #[serde(default)]
     allowed_outbound_hosts: Vec<String>,
+    #[serde(default)]
+    allow_name_lookup: bool,
 }
 
 #[derive(Deserialize)]
@@ -521,6 +526,7 @@ impl Validator {
                     variables,
                     allowed_outbound_hosts,
                     key_value_stores: c.key_value_stores.clone(),
+                    allow_name_lookup: c.allow_name_lookup,
                 },
             );
         }
@@ -596,6 +602,7 @@ impl Validator {
             let mut outbound = Vec::new();
             let mut stores = Vec::new();
             let mut seen_mw = HashSet::new();
+            let mut name_lookup = false;
             for (j, m) in r.middleware.iter().enumerate() {
                 let mkey = format!("{key}.middleware[{j}]");
                 let Some(c) = components.get(m) else {
@@ -634,6 +641,7 @@ impl Validator {
                         stores.push(s.clone());
                     }
                 }
+                name_lookup |= c.allow_name_lookup;
                 middleware.push(Middleware {
                     name: m.clone(),
                     source: c.source.clone(),
@@ -650,6 +658,7 @@ impl Validator {
                     allowed_outbound_hosts: outbound,
                     variables: variables.into_iter().map(|(k, (_, v))| (k, v)).collect(),
                     key_value_stores: stores,
+                    allow_name_lookup: name_lookup,
                 });
             }
         }
@@ -662,6 +671,7 @@ struct ResolvedComponent {
     variables: BTreeMap<String, String>,
     allowed_outbound_hosts: Vec<Origin>,
     key_value_stores: Vec<String>,
+    allow_name_lookup: bool,
 }
 
 fn valid_name(s: &str) -> bool {

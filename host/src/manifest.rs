@@ -392,6 +392,7 @@ fn trigger_route(
         allowed_outbound_hosts: allowed,
         variables,
         key_value_stores: primary.key_value_stores.clone(),
+        allow_name_lookup: false,
     })
 }
 

@@ -264,6 +264,7 @@ pub struct Chain {
     memory_cap: usize,
     timeout: Duration,
     reuse: usize,
+    name_lookup: bool,
     pub stats: Arc<PoolStats>,
 }
 
@@ -301,6 +302,7 @@ impl Chain {
             memory_cap: limits.instance_memory_bytes,
             timeout: limits.request_timeout,
             reuse: limits.instance_reuse,
+            name_lookup: route.allow_name_lookup,
             stats,
         })
     }
@@ -310,6 +312,9 @@ impl Chain {
         let mut wasi = WasiCtx::builder();
         wasi.stdout(LogStream::new(tag.clone(), "stdout"));
         wasi.stderr(LogStream::new(tag, "stderr"));
+        // No sockets, ever; name lookups only where the config grants them.
+        wasi.allow_tcp(false).allow_udp(false);
+        wasi.allow_ip_name_lookup(self.name_lookup);
         let state = ChainState {
             table: ResourceTable::new(),
             wasi: wasi.build(),

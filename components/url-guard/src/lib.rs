@@ -32,14 +32,15 @@ async fn handle(req: Request) -> tollgate_sdk::Result {
             return Ok(problem::respond(500, "The request could not be processed."));
         }
     };
-    if let Some(input) = policy::check_query(config, req.uri().query()) {
+    let resolve: ssrf::Resolve = &resolve;
+    if let Some(input) = policy::check_query(config, req.uri().query(), resolve) {
         return Ok(refuse(&input));
     }
     let headers = req
         .headers()
         .iter()
         .map(|(k, v)| (k.as_str(), v.as_bytes()));
-    if let Some(input) = policy::check_headers(config, headers) {
+    if let Some(input) = policy::check_headers(config, headers, resolve) {
         return Ok(refuse(&input));
     }
     let is_json =
@@ -62,11 +63,21 @@ async fn handle(req: Request) -> tollgate_sdk::Result {
             return Ok(problem::respond(400, "The request body could not be read."));
         }
     };
-    match policy::check_json(config, &body) {
+    match policy::check_json(config, &body, resolve) {
         BodyVerdict::Pass => next(tollgate_sdk::http::Request::from_parts(parts, full(body))).await,
         BodyVerdict::Refused(input) => Ok(refuse(&input)),
         BodyVerdict::Malformed => Ok(problem::respond(400, "The request body is not valid JSON.")),
     }
+}
+
+/// Resolves through the host (`wasi:sockets` name lookup); the host must
+/// grant the component name lookups (`allow_name_lookup = true`).
+fn resolve(host: &str, port: u16) -> Option<Vec<std::net::IpAddr>> {
+    use std::net::ToSocketAddrs;
+    (host, port)
+        .to_socket_addrs()
+        .ok()
+        .map(|addrs| addrs.map(|a| a.ip()).collect())
 }
 
 tollgate_sdk::export_middleware!(handle);

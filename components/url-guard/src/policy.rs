@@ -3,7 +3,7 @@
 
 use tollgate_sdk::config::Vars;
 
-use crate::ssrf::Policy;
+use crate::ssrf::{Policy, Resolve, check_resolved};
 
 /// Every variable this component reads.
 pub const VARIABLES: &[&str] = &[
@@ -13,6 +13,7 @@ pub const VARIABLES: &[&str] = &[
     "allowed_schemes",
     "allowed_hosts",
     "max_body_bytes",
+    "dns_check",
 ];
 
 #[derive(Debug, Clone)]
@@ -22,6 +23,18 @@ pub struct Config {
     pub json_pointers: Vec<String>,
     pub policy: Policy,
     pub max_body_bytes: usize,
+    /// Also resolve host names and refuse any that resolve inside.
+    pub dns_check: bool,
+}
+
+impl Config {
+    /// Whether `raw` passes the policy (and, in DNS mode, its resolution).
+    pub fn allows(&self, raw: &str, resolve: Resolve) -> bool {
+        match self.policy.check(raw) {
+            Ok(url) => !self.dns_check || check_resolved(&url, resolve).is_ok(),
+            Err(_) => false,
+        }
+    }
 }
 
 impl Config {
@@ -64,6 +77,7 @@ impl Config {
                 allowed_hosts,
             },
             max_body_bytes: v.number("max_body_bytes", 1024 * 1024)?,
+            dns_check: v.boolean("dns_check", false)?,
         };
         if config.query_params.is_empty()
             && config.headers.is_empty()
@@ -76,10 +90,10 @@ impl Config {
 }
 
 /// The first input whose URL is refused, named for the client.
-pub fn check_query(config: &Config, query: Option<&str>) -> Option<String> {
+pub fn check_query(config: &Config, query: Option<&str>, resolve: Resolve) -> Option<String> {
     let query = query?;
     for (name, value) in url::form_urlencoded::parse(query.as_bytes()) {
-        if config.query_params.iter().any(|p| *p == name) && config.policy.check(&value).is_err() {
+        if config.query_params.iter().any(|p| *p == name) && !config.allows(&value, resolve) {
             return Some(format!("query parameter `{name}`"));
         }
     }
@@ -90,12 +104,13 @@ pub fn check_query(config: &Config, query: Option<&str>) -> Option<String> {
 pub fn check_headers<'a>(
     config: &Config,
     headers: impl Iterator<Item = (&'a str, &'a [u8])>,
+    resolve: Resolve,
 ) -> Option<String> {
     for (name, value) in headers {
         if config.headers.iter().any(|h| h == name) {
             let ok = std::str::from_utf8(value)
                 .ok()
-                .is_some_and(|v| config.policy.check(v).is_ok());
+                .is_some_and(|v| config.allows(v, resolve));
             if !ok {
                 return Some(format!("header `{name}`"));
             }
@@ -114,7 +129,7 @@ pub enum BodyVerdict {
 
 /// Checks the configured JSON pointers of `body`. Strings are checked;
 /// arrays of strings have each element checked.
-pub fn check_json(config: &Config, body: &[u8]) -> BodyVerdict {
+pub fn check_json(config: &Config, body: &[u8], resolve: Resolve) -> BodyVerdict {
     let value: serde_json::Value = match serde_json::from_slice(body) {
         Ok(v) => v,
         Err(_) => return BodyVerdict::Malformed,
@@ -122,9 +137,9 @@ pub fn check_json(config: &Config, body: &[u8]) -> BodyVerdict {
     for pointer in &config.json_pointers {
         let refused = match value.pointer(pointer) {
             None | Some(serde_json::Value::Null) => false,
-            Some(serde_json::Value::String(s)) => config.policy.check(s).is_err(),
+            Some(serde_json::Value::String(s)) => !config.allows(s, resolve),
             Some(serde_json::Value::Array(items)) => items.iter().any(|i| match i {
-                serde_json::Value::String(s) => config.policy.check(s).is_err(),
+                serde_json::Value::String(s) => !config.allows(s, resolve),
                 _ => true,
             }),
             // A URL field holding a number or object is not a URL.
@@ -141,6 +156,8 @@ pub fn check_json(config: &Config, body: &[u8]) -> BodyVerdict {
 mod tests {
     use super::*;
 
+    const NO_DNS: Resolve = &|_, _| None;
+
     fn config() -> Config {
         Config::parse(&Vars::from_pairs([
             ("query_params", "url, callback"),
@@ -154,14 +171,21 @@ mod tests {
     fn query_parameters_are_checked_after_decoding() {
         let c = config();
         assert_eq!(
-            check_query(&c, Some("url=https%3A%2F%2Fexample.com%2F&x=1")),
+            check_query(&c, Some("url=https%3A%2F%2Fexample.com%2F&x=1"), NO_DNS),
             None
         );
         assert_eq!(
-            check_query(&c, Some("x=1&callback=https%3A%2F%2F169.254.169.254%2F")),
+            check_query(
+                &c,
+                Some("x=1&callback=https%3A%2F%2F169.254.169.254%2F"),
+                NO_DNS
+            ),
             Some("query parameter `callback`".into())
         );
-        assert_eq!(check_query(&c, Some("other=http://127.0.0.1")), None);
+        assert_eq!(
+            check_query(&c, Some("other=http://127.0.0.1"), NO_DNS),
+            None
+        );
     }
 
     #[test]
@@ -169,32 +193,33 @@ mod tests {
         let c = config();
         let h = [("x-webhook-url", &b"https://[::1]/"[..])];
         assert_eq!(
-            check_headers(&c, h.into_iter()),
+            check_headers(&c, h.into_iter(), NO_DNS),
             Some("header `x-webhook-url`".into())
         );
         let h = [("x-webhook-url", &b"https://example.com/"[..])];
-        assert_eq!(check_headers(&c, h.into_iter()), None);
+        assert_eq!(check_headers(&c, h.into_iter(), NO_DNS), None);
     }
 
     #[test]
     fn json_pointers_are_checked() {
         let c = config();
         assert_eq!(
-            check_json(&c, br#"{"hook":{"url":"https://example.com/"}}"#),
+            check_json(&c, br#"{"hook":{"url":"https://example.com/"}}"#, NO_DNS),
             BodyVerdict::Pass
         );
         assert_eq!(
-            check_json(&c, br#"{"hook":{"url":"https://0x7f.1/"}}"#),
+            check_json(&c, br#"{"hook":{"url":"https://0x7f.1/"}}"#, NO_DNS),
             BodyVerdict::Refused("JSON field `/hook/url`".into())
         );
         assert_eq!(
             check_json(
                 &c,
-                br#"{"images":["https://example.com/a","http://10.0.0.1/"]}"#
+                br#"{"images":["https://example.com/a","http://10.0.0.1/"]}"#,
+                NO_DNS
             ),
             BodyVerdict::Refused("JSON field `/images`".into())
         );
-        assert_eq!(check_json(&c, b"{not json"), BodyVerdict::Malformed);
+        assert_eq!(check_json(&c, b"{not json", NO_DNS), BodyVerdict::Malformed);
     }
 
     #[test]

@@ -18,6 +18,24 @@ pub enum Reason {
     BlockedAddress,
     BlockedHost,
     NotAllowlisted,
+    Unresolvable,
+}
+
+/// Resolves a host name and port to addresses; `None` when it cannot.
+pub type Resolve<'a> = &'a dyn Fn(&str, u16) -> Option<Vec<IpAddr>>;
+
+/// DNS mode: a URL whose host name resolves to any blocked address (or to
+/// nothing) is refused, so a public-looking name cannot point inside.
+pub fn check_resolved(url: &Url, resolve: Resolve) -> Result<(), Reason> {
+    let Some(Host::Domain(name)) = url.host() else {
+        return Ok(()); // literal addresses were checked already
+    };
+    let port = url.port_or_known_default().unwrap_or(443);
+    let addrs = resolve(name.trim_end_matches('.'), port).ok_or(Reason::Unresolvable)?;
+    if addrs.is_empty() {
+        return Err(Reason::Unresolvable);
+    }
+    addrs.into_iter().try_for_each(check_ip)
 }
 
 /// What may be fetched.
@@ -307,6 +325,27 @@ mod tests {
         ] {
             assert_eq!(refused(u), Reason::BlockedHost, "{u}");
         }
+    }
+
+    #[test]
+    fn dns_mode_refuses_names_that_resolve_inside() {
+        let resolve = |host: &str, _port: u16| -> Option<Vec<IpAddr>> {
+            match host {
+                "rebind.example" => Some(vec![
+                    "93.184.216.34".parse().unwrap(),
+                    "10.0.0.1".parse().unwrap(),
+                ]),
+                "public.example" => Some(vec!["93.184.216.34".parse().unwrap()]),
+                "v6.example" => Some(vec!["::ffff:127.0.0.1".parse().unwrap()]),
+                _ => None,
+            }
+        };
+        let ok = |u: &str| check_resolved(&policy().check(u).unwrap(), &resolve);
+        assert_eq!(ok("https://public.example/"), Ok(()));
+        assert_eq!(ok("https://rebind.example/"), Err(Reason::BlockedAddress));
+        assert_eq!(ok("https://v6.example./"), Err(Reason::BlockedAddress));
+        assert_eq!(ok("https://nxdomain.example/"), Err(Reason::Unresolvable));
+        assert_eq!(ok("https://8.8.8.8/"), Ok(()));
     }
 
     #[test]
