@@ -53,7 +53,8 @@ pub struct Seen {
 ///
 /// Paths: `/slow/MS` answers after MS milliseconds; `/status/N` answers N;
 /// `/flaky/KEY/N` fails with 503 the first N times for KEY, then answers
-/// 200; anything else answers 200. Every answer echoes the path and
+/// 200; `/echo` answers with the request's own body; anything else answers
+/// 200. Every other answer echoes the path, and every answer
 /// carries `x-origin-request: <n>`, the origin's running request count.
 pub struct Origin {
     pub addr: SocketAddr,
@@ -102,7 +103,10 @@ impl Origin {
                                 body,
                             });
                             let mut status = 200u16;
-                            if let Some(ms) = path.strip_prefix("/slow/") {
+                            let mut answer = Bytes::from(format!("origin saw {path}"));
+                            if path == "/echo" {
+                                answer = s.lock().unwrap().last().unwrap().body.clone();
+                            } else if let Some(ms) = path.strip_prefix("/slow/") {
                                 let ms: u64 = ms.parse().unwrap_or(100);
                                 tokio::time::sleep(Duration::from_millis(ms)).await;
                             } else if let Some(code) = path.strip_prefix("/status/") {
@@ -123,7 +127,7 @@ impl Origin {
                                     .header("x-origin-request", n.to_string())
                                     .header("server", "test-origin/1.0")
                                     .header("x-powered-by", "test-stack")
-                                    .body(Full::new(Bytes::from(format!("origin saw {path}"))))
+                                    .body(Full::new(answer))
                                     .unwrap(),
                             )
                         }

@@ -28,6 +28,7 @@ pub mod kv;
 pub mod limit;
 pub mod problem;
 pub mod request;
+mod wire;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -40,8 +41,7 @@ pub use http;
 /// An incoming request, as the previous handler (or the host) sent it.
 pub type Request = spin_sdk::http::Request;
 
-/// The body of every response a middleware returns.
-pub type Body = spin_sdk::http::BoxBody;
+pub use wire::Body;
 
 /// A response: from [`next`], or built by the middleware.
 pub type Response = spin_sdk::http::Response<Body>;
@@ -57,9 +57,14 @@ pub type Result<T = Response, E = ErrorCode> = std::result::Result<T, E>;
 /// and returns its response. `req` is the incoming request, or one rebuilt
 /// around a body already read with [`read_body`].
 #[cfg(feature = "middleware")]
-pub async fn next(req: impl spin_sdk::http::IntoRequest) -> Result {
-    let res = spin_sdk::http::next(req).await?;
-    Ok(res.map(spin_sdk::http::box_body))
+pub async fn next<B>(req: http::Request<B>) -> Result
+where
+    B: http_body::Body + std::any::Any,
+    B::Data: Into<Vec<u8>>,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync + 'static>>,
+{
+    let res = spin_sdk::http::next(wire::into_wasi_request(req)?).await?;
+    Ok(res.map(Body::passthrough))
 }
 
 /// Why a body could not be read.
@@ -99,7 +104,7 @@ pub fn response(status: u16, body: impl Into<Bytes>) -> Response {
 
 /// A complete body from bytes.
 pub fn full(bytes: impl Into<Bytes>) -> Body {
-    spin_sdk::http::box_body(Full::new(bytes.into()).map_err(|never| match never {}))
+    Body::boxed(Full::new(bytes.into()).map_err(|never| match never {}))
 }
 
 #[doc(hidden)]
@@ -107,7 +112,7 @@ pub mod __rt {
     //! Used by [`export_middleware!`]; not part of the API.
     pub use spin_sdk::wasip3;
 
-    use spin_sdk::http::{FromRequest, IntoResponse};
+    use spin_sdk::http::FromRequest;
     use spin_sdk::wasip3::http::types;
 
     /// Converts the wasi request, runs the handler, converts the response.
@@ -120,7 +125,7 @@ pub mod __rt {
         Fut: core::future::Future<Output = super::Result>,
     {
         let request = super::Request::from_request(request)?;
-        handler(request).await?.into_response()
+        super::wire::into_wasi_response(handler(request).await?)
     }
 }
 
@@ -158,9 +163,14 @@ macro_rules! export_middleware {
 
 /// Sends a request to another service through `wasi:http/client`. Hosts
 /// allow only the component's allowed outbound hosts.
-pub async fn send(req: impl spin_sdk::http::IntoRequest) -> Result {
-    let res = spin_sdk::http::send(req).await?;
-    Ok(res.map(spin_sdk::http::box_body))
+pub async fn send<B>(req: http::Request<B>) -> Result
+where
+    B: http_body::Body + std::any::Any,
+    B::Data: Into<Vec<u8>>,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync + 'static>>,
+{
+    let res = spin_sdk::http::send(wire::into_wasi_request(req)?).await?;
+    Ok(res.map(Body::passthrough))
 }
 
 /// Makes an outbound GET and returns the status.
