@@ -7,8 +7,13 @@
 //! use the number it returns.
 
 use std::collections::HashMap;
-use std::hash::{BuildHasher, RandomState};
+use std::hash::BuildHasher;
 use std::sync::Mutex;
+
+/// Seeded per process, so keys chosen by clients cannot be crafted to
+/// collide (foldhash's `quality` variant: DoS-resistant, several times
+/// faster than SipHash on short keys like ours).
+type Hasher = foldhash::quality::RandomState;
 use std::time::{Duration, Instant};
 
 const SHARDS: usize = 64;
@@ -34,7 +39,7 @@ struct Entry {
 }
 
 struct Shard {
-    map: HashMap<String, Entry>,
+    map: HashMap<String, Entry, Hasher>,
     /// Versions are unique per shard, so a deleted-then-recreated key never
     /// repeats a version that a CAS handle might still hold.
     next_version: u64,
@@ -43,7 +48,7 @@ struct Shard {
 /// The in-memory store. Cheap to share behind an `Arc`.
 pub struct MemoryStore {
     shards: Vec<Mutex<Shard>>,
-    hasher: RandomState,
+    hasher: Hasher,
     per_shard: usize,
     idle: Duration,
 }
@@ -54,12 +59,12 @@ impl MemoryStore {
             shards: (0..SHARDS)
                 .map(|_| {
                     Mutex::new(Shard {
-                        map: HashMap::new(),
+                        map: HashMap::default(),
                         next_version: 1,
                     })
                 })
                 .collect(),
-            hasher: RandomState::new(),
+            hasher: Hasher::default(),
             per_shard: max_entries.div_ceil(SHARDS).max(1),
             idle: idle_expiry,
         }
@@ -72,16 +77,14 @@ impl MemoryStore {
         self.shards[i].lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// The entry at `key` if it has not idled out, touched. An idle entry
+    /// reads as absent; `put` overwrites it and `sweep` removes it.
     fn live<'a>(&self, shard: &'a mut Shard, key: &str, now: Instant) -> Option<&'a mut Entry> {
-        let expired = shard
+        let idle = self.idle;
+        let e = shard
             .map
-            .get(key)
-            .is_some_and(|e| now.duration_since(e.touched) > self.idle);
-        if expired {
-            shard.map.remove(key);
-            return None;
-        }
-        let e = shard.map.get_mut(key)?;
+            .get_mut(key)
+            .filter(|e| now.duration_since(e.touched) <= idle)?;
         e.touched = now;
         Some(e)
     }
@@ -192,15 +195,22 @@ impl MemoryStore {
     ) -> Result<(), (Option<Vec<u8>>, Version)> {
         let now = Instant::now();
         let mut s = self.shard(key);
-        let current = self
-            .live(&mut s, key, now)
-            .map(|e| (Some(e.value.clone()), Version(e.version)))
-            .unwrap_or((None, Version(0)));
-        if current.1 != expected {
-            return Err(current);
+        let version = s.next_version;
+        match self.live(&mut s, key, now) {
+            Some(e) if e.version == expected.0 => {
+                // Swapped in place: one lookup on the hot path.
+                e.value = value;
+                e.version = version;
+                s.next_version += 1;
+                Ok(())
+            }
+            Some(e) => Err((Some(e.value.clone()), Version(e.version))),
+            None if expected.0 == 0 => {
+                self.put(&mut s, key, value, now);
+                Ok(())
+            }
+            None => Err((None, Version(0))),
         }
-        self.put(&mut s, key, value, now);
-        Ok(())
     }
 
     /// Drops every idle entry; the server calls this periodically.
@@ -311,11 +321,22 @@ mod tests {
         let store = MemoryStore::new(100, Duration::from_millis(20));
         store.set("a", vec![1]);
         std::thread::sleep(Duration::from_millis(40));
+        // Idle reads as absent at once, for every kind of read.
         assert_eq!(store.get("a"), None);
+        assert!(!store.exists("a"));
+        assert_eq!(store.cas_read("a"), (None, Version(0)));
+        assert!(store.keys().is_empty());
         store.set("b", vec![1]);
         std::thread::sleep(Duration::from_millis(40));
-        assert_eq!(store.sweep(), 1);
+        // The sweep frees both idle entries.
+        assert_eq!(store.len(), 2);
+        assert_eq!(store.sweep(), 2);
         assert_eq!(store.len(), 0);
+        // A swap against "absent" succeeds on a key that idled out.
+        store.set("c", vec![1]);
+        std::thread::sleep(Duration::from_millis(40));
+        store.cas_swap("c", Version(0), vec![2]).unwrap();
+        assert_eq!(store.get("c"), Some(vec![2]));
     }
 
     #[test]
