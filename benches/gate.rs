@@ -98,7 +98,7 @@ fn jwt_hs256(c: &mut Criterion) {
 
 /// A gateway whose one route runs `middleware` and ends in the echo
 /// primary component, with limits high enough that nothing is refused.
-fn gateway(middleware: &str) -> Arc<tollgate::gateway::Gateway> {
+async fn gateway(middleware: &str) -> Arc<tollgate::gateway::Gateway> {
     let key_hash: String = Sha256::digest(b"bench-key")
         .iter()
         .map(|b| format!("{b:02x}"))
@@ -133,7 +133,7 @@ middleware = [{middleware}]
         name: "echo".into(),
         source: ComponentSource::File(echo.into()),
     });
-    Arc::new(tollgate::gateway::build(&cfg).unwrap())
+    Arc::new(tollgate::gateway::build(&cfg).await.unwrap())
 }
 
 fn chain(c: &mut Criterion) {
@@ -154,7 +154,7 @@ fn chain(c: &mut Criterion) {
             r#""headers", "url-guard", "auth", "rate-limit""#,
         ),
     ] {
-        let gw = rt.block_on(async { gateway(middleware) });
+        let gw = rt.block_on(gateway(middleware));
         group.bench_function(name, |b| {
             b.to_async(&rt).iter(|| {
                 let gw = gw.clone();

@@ -102,6 +102,21 @@ fn invalid_configs_exit_nonzero_naming_the_problem() {
             "limits.origin_response_timeout_ms: must be less than",
         ),
         (
+            "unknown store backend",
+            with_listen("[kv]\nbackend = \"etcd\"\n[[route]]\norigin = \"http://127.0.0.1:1\"\n"),
+            "kv.backend: must be \"memory\" or \"redis\" (got \"etcd\")",
+        ),
+        (
+            "redis backend without a URL",
+            with_listen("[kv]\nbackend = \"redis\"\n[[route]]\norigin = \"http://127.0.0.1:1\"\n"),
+            "kv.redis_url: is required when kv.backend is \"redis\"",
+        ),
+        (
+            "redis URL with a foreign scheme",
+            with_listen("[kv]\nbackend = \"redis\"\nredis_url = \"http://user:pw@127.0.0.1:6379\"\n[[route]]\norigin = \"http://127.0.0.1:1\"\n"),
+            "kv.redis_url: must be redis://host[:port][/db] (scheme `http` is not supported)",
+        ),
+        (
             "no routes",
             with_listen(""),
             "at least one [[route]] is required",

@@ -47,11 +47,32 @@ pub struct Limits {
     pub origin_idle_connections: usize,
 }
 
-/// Bounds of the embedded key-value store.
+/// Where component state lives, and its bounds.
 #[derive(Debug, Clone)]
 pub struct KvLimits {
     pub max_entries: usize,
     pub idle_expiry: Duration,
+    pub backend: KvBackendConfig,
+}
+
+/// The key-value backend: embedded (default) or a shared Redis server.
+#[derive(Clone)]
+pub enum KvBackendConfig {
+    Memory,
+    Redis { url: String, timeout: Duration },
+}
+
+impl fmt::Debug for KvBackendConfig {
+    /// Never prints the URL: it may carry a password.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            KvBackendConfig::Memory => f.write_str("Memory"),
+            KvBackendConfig::Redis { timeout, .. } => f
+                .debug_struct("Redis")
+                .field("timeout", timeout)
+                .finish_non_exhaustive(),
+        }
+    }
 }
 
 /// One route: where it matches, what runs, and where admitted requests go.
@@ -209,6 +230,9 @@ impl Default for RawLimits {
 struct RawKv {
     max_entries: i64,
     idle_expiry_secs: i64,
+    backend: String,
+    redis_url: Option<String>,
+    redis_timeout_ms: i64,
 }
 
 impl Default for RawKv {
@@ -216,6 +240,9 @@ impl Default for RawKv {
         Self {
             max_entries: 100_000,
             idle_expiry_secs: 3_600,
+            backend: "memory".into(),
+            redis_url: None,
+            redis_timeout_ms: 250,
         }
     }
 }
@@ -314,6 +341,54 @@ impl Validator {
             1
         } else {
             value as u64
+        }
+    }
+
+    fn kv_backend(&mut self, raw: &RawKv, env: &Env) -> KvBackendConfig {
+        let timeout = self.millis("kv.redis_timeout_ms", raw.redis_timeout_ms);
+        match (raw.backend.as_str(), &raw.redis_url) {
+            ("memory", None) => KvBackendConfig::Memory,
+            ("memory", Some(_)) => {
+                self.err("kv.redis_url", "is set but kv.backend is \"memory\"");
+                KvBackendConfig::Memory
+            }
+            ("redis", None) => {
+                self.err("kv.redis_url", "is required when kv.backend is \"redis\"");
+                KvBackendConfig::Memory
+            }
+            ("redis", Some(url)) => match expand(url, env) {
+                // Only the scheme is named: the URL may hold a password.
+                Ok(url) => match url::Url::parse(&url) {
+                    Ok(u) if u.scheme() == "redis" && u.host_str().is_some() => {
+                        KvBackendConfig::Redis { url, timeout }
+                    }
+                    Ok(u) => {
+                        self.err(
+                            "kv.redis_url",
+                            format_args!(
+                                "must be redis://host[:port][/db] (scheme `{}` is not supported)",
+                                u.scheme()
+                            ),
+                        );
+                        KvBackendConfig::Memory
+                    }
+                    Err(_) => {
+                        self.err("kv.redis_url", "is not a valid URL");
+                        KvBackendConfig::Memory
+                    }
+                },
+                Err(e) => {
+                    self.err("kv.redis_url", e);
+                    KvBackendConfig::Memory
+                }
+            },
+            (other, _) => {
+                self.err(
+                    "kv.backend",
+                    format_args!("must be \"memory\" or \"redis\" (got \"{other}\")"),
+                );
+                KvBackendConfig::Memory
+            }
         }
     }
 
@@ -434,6 +509,7 @@ impl Validator {
             idle_expiry: Duration::from_secs(
                 self.positive("kv.idle_expiry_secs", raw.kv.idle_expiry_secs),
             ),
+            backend: self.kv_backend(&raw.kv, env),
         };
 
         let components = self.components(&raw.components, base, env);

@@ -15,12 +15,15 @@ use tokio::sync::Semaphore;
 use wasmtime::component::Component;
 
 use crate::compose::{self, CacheOutcome, Piece};
+use crate::config::KvBackendConfig;
 use crate::config::{ComponentSource, Config, Limits, Origin};
 use crate::kv::MemoryStore;
+use crate::kv_redis::RedisStore;
 use crate::outbound::OriginClient;
 use crate::routes::{Matchable, RouteTable};
 use crate::runtime::{self, Chain, ChainHandler, PoolStats};
 use crate::services::RouteServices;
+use crate::store::KvBackend;
 use crate::telemetry::Metrics;
 
 /// The running gateway's shared state.
@@ -32,7 +35,7 @@ pub struct Gateway {
     pub metrics: Arc<Metrics>,
     pub client: Arc<OriginClient>,
     pub admission: Arc<Semaphore>,
-    pub kv: Arc<MemoryStore>,
+    pub kv: KvBackend,
 }
 
 /// One route, ready to serve.
@@ -76,17 +79,29 @@ pub fn component_bytes(source: &ComponentSource) -> anyhow::Result<Vec<u8>> {
 }
 
 /// Builds the gateway. Compiles every chain; no request pays for a compile.
-pub fn build(config: &Config) -> anyhow::Result<Gateway> {
+/// Connects to the shared store, when one is configured.
+pub async fn build(config: &Config) -> anyhow::Result<Gateway> {
     let engine = runtime::engine(&config.limits)?;
     runtime::start_epoch_ticker(&engine);
     let linker = runtime::linker(&engine)?;
     let client = OriginClient::new(&config.limits);
-    let kv = Arc::new(MemoryStore::new(
-        config.kv.max_entries,
-        config.kv.idle_expiry,
-    ));
     let mut metrics = Metrics::new();
-    metrics.watch_kv(kv.clone());
+    let kv = match &config.kv.backend {
+        KvBackendConfig::Memory => {
+            let m = Arc::new(MemoryStore::new(
+                config.kv.max_entries,
+                config.kv.idle_expiry,
+            ));
+            metrics.watch_kv(m.clone());
+            KvBackend::Memory(m)
+        }
+        KvBackendConfig::Redis { url, timeout } => KvBackend::Redis(
+            RedisStore::connect(url, *timeout, config.kv.idle_expiry)
+                .await
+                // Never the URL itself: it may carry a password.
+                .map_err(|_| anyhow::anyhow!("kv.redis_url: the Redis server did not answer"))?,
+        ),
+    };
 
     // The same list of components composes to the same chain: do it once.
     let mut compiled: HashMap<Vec<ComponentSource>, Component> = HashMap::new();

@@ -29,7 +29,7 @@ pub enum KvError {
 
 /// A version token for compare-and-swap. Every write bumps a key's version;
 /// a key that does not exist has version 0.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Version(u64);
 
 struct Entry {

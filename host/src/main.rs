@@ -2,6 +2,7 @@
 //! app's spin.toml, `check` validates a config without serving, and
 //! `demo-origin` runs the bundled demo origin on its own.
 
+use tollgate::store::KvBackend;
 use tollgate::{config, demo_origin, gateway, manifest, serve, telemetry};
 
 use std::net::SocketAddr;
@@ -75,7 +76,7 @@ fn main() -> ExitCode {
         Command::Check { config } => match config::load(&config, &config::Env::process()) {
             Ok(c) => {
                 // Composition and linking problems count as config errors too.
-                match runtime.block_on(async { gateway::build(&c) }) {
+                match runtime.block_on(gateway::build(&c)) {
                     Ok(_) => {
                         println!("{}: ok ({} routes)", config.display(), c.routes.len());
                         ExitCode::SUCCESS
@@ -146,7 +147,7 @@ fn serve_loaded(
 }
 
 async fn run(cfg: config::Config, demo: bool) -> anyhow::Result<()> {
-    let gateway = Arc::new(gateway::build(&cfg)?);
+    let gateway = Arc::new(gateway::build(&cfg).await?);
     if demo {
         let addr: SocketAddr = DEMO_ORIGIN.parse().expect("valid address");
         tokio::spawn(async move {
@@ -167,14 +168,15 @@ async fn run(cfg: config::Config, demo: bool) -> anyhow::Result<()> {
         tracing::info!(addr = %admin.local_addr()?, "admin listening");
         tokio::spawn(telemetry::serve_admin(admin, gateway.metrics.clone()));
     }
-    let kv = gateway.kv.clone();
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(std::time::Duration::from_secs(30));
-        loop {
-            tick.tick().await;
-            kv.sweep();
-        }
-    });
+    if let KvBackend::Memory(kv) = gateway.kv.clone() {
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_secs(30));
+            loop {
+                tick.tick().await;
+                kv.sweep();
+            }
+        });
+    }
 
     let (tx, rx) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {

@@ -6,11 +6,10 @@
 //! the key-value stores its chain was granted.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
-use wasmtime::component::{Accessor, HasData, Linker, Resource, ResourceTable};
+use wasmtime::component::{Access, Accessor, HasData, Linker, Resource, ResourceTable};
 
-use crate::kv::{MemoryStore, Version};
+use crate::store::{CasRead, KvBackend, StoreError};
 
 mod bindings {
     wasmtime::component::bindgen!({
@@ -18,6 +17,18 @@ mod bindings {
         world: "tollgate:host/services",
         imports: {
             "spin:variables/variables.get": async | store,
+            // Everything that reaches the backend may wait on the network.
+            "wasi:keyvalue/store.[method]bucket.get": async | store | trappable,
+            "wasi:keyvalue/store.[method]bucket.set": async | store | trappable,
+            "wasi:keyvalue/store.[method]bucket.delete": async | store | trappable,
+            "wasi:keyvalue/store.[method]bucket.exists": async | store | trappable,
+            "wasi:keyvalue/store.[method]bucket.list-keys": async | store | trappable,
+            "wasi:keyvalue/atomics.increment": async | store | trappable,
+            "wasi:keyvalue/atomics.swap": async | store | trappable,
+            "wasi:keyvalue/atomics.[static]cas.new": async | store | trappable,
+            "wasi:keyvalue/batch.get-many": async | store | trappable,
+            "wasi:keyvalue/batch.set-many": async | store | trappable,
+            "wasi:keyvalue/batch.delete-many": async | store | trappable,
             default: trappable,
         },
         with: {
@@ -34,7 +45,7 @@ use bindings::wasi::keyvalue::{atomics, batch, store};
 pub struct RouteServices {
     pub variables: BTreeMap<String, String>,
     pub stores: Vec<String>,
-    pub kv: Arc<MemoryStore>,
+    pub kv: KvBackend,
 }
 
 /// An open bucket: which store label it came from.
@@ -43,11 +54,10 @@ pub struct Bucket {
     label: String,
 }
 
-/// A compare-and-swap handle: the key and the version it was read at.
+/// A compare-and-swap handle: the key and what was read there.
 pub struct Cas {
     key: String,
-    value: Option<Vec<u8>>,
-    version: Version,
+    read: CasRead,
 }
 
 /// The view of a store's data these services need.
@@ -99,10 +109,18 @@ impl variables::Host for ServicesView<'_> {}
 
 type KvResult<T> = wasmtime::Result<Result<T, store::Error>>;
 
-impl ServicesView<'_> {
-    fn bucket(&self, b: &Resource<Bucket>) -> wasmtime::Result<&Bucket> {
-        Ok(self.table.get(b)?)
-    }
+fn store_error(e: StoreError) -> store::Error {
+    store::Error::Other(e.to_string())
+}
+
+/// The backend behind `bucket`, after checking the handle is live.
+fn backend<T>(
+    access: &mut Access<'_, T, Services>,
+    bucket: &Resource<Bucket>,
+) -> wasmtime::Result<KvBackend> {
+    let view = access.get();
+    view.table.get(bucket)?;
+    Ok(view.route.kv.clone())
 }
 
 impl store::Host for ServicesView<'_> {
@@ -116,36 +134,61 @@ impl store::Host for ServicesView<'_> {
 }
 
 impl store::HostBucket for ServicesView<'_> {
-    fn get(&mut self, b: Resource<Bucket>, key: String) -> KvResult<Option<Vec<u8>>> {
-        self.bucket(&b)?;
-        Ok(Ok(self.route.kv.get(&key)))
+    fn drop(&mut self, b: Resource<Bucket>) -> wasmtime::Result<()> {
+        self.table.delete(b)?;
+        Ok(())
+    }
+}
+
+impl<T: Send> store::HostBucketWithStore<T> for Services {
+    async fn get(
+        mut access: Access<'_, T, Self>,
+        b: Resource<Bucket>,
+        key: String,
+    ) -> KvResult<Option<Vec<u8>>> {
+        let kv = backend(&mut access, &b)?;
+        Ok(kv.get(&key).await.map_err(store_error))
     }
 
-    fn set(&mut self, b: Resource<Bucket>, key: String, value: Vec<u8>) -> KvResult<()> {
-        self.bucket(&b)?;
-        self.route.kv.set(&key, value);
-        Ok(Ok(()))
+    async fn set(
+        mut access: Access<'_, T, Self>,
+        b: Resource<Bucket>,
+        key: String,
+        value: Vec<u8>,
+    ) -> KvResult<()> {
+        let kv = backend(&mut access, &b)?;
+        Ok(kv.set(&key, value).await.map_err(store_error))
     }
 
-    fn delete(&mut self, b: Resource<Bucket>, key: String) -> KvResult<()> {
-        self.bucket(&b)?;
-        self.route.kv.delete(&key);
-        Ok(Ok(()))
+    async fn delete(
+        mut access: Access<'_, T, Self>,
+        b: Resource<Bucket>,
+        key: String,
+    ) -> KvResult<()> {
+        let kv = backend(&mut access, &b)?;
+        Ok(kv.delete(&key).await.map_err(store_error))
     }
 
-    fn exists(&mut self, b: Resource<Bucket>, key: String) -> KvResult<bool> {
-        self.bucket(&b)?;
-        Ok(Ok(self.route.kv.exists(&key)))
+    async fn exists(
+        mut access: Access<'_, T, Self>,
+        b: Resource<Bucket>,
+        key: String,
+    ) -> KvResult<bool> {
+        let kv = backend(&mut access, &b)?;
+        Ok(kv.exists(&key).await.map_err(store_error))
     }
 
-    fn list_keys(
-        &mut self,
+    async fn list_keys(
+        mut access: Access<'_, T, Self>,
         b: Resource<Bucket>,
         cursor: Option<String>,
     ) -> KvResult<store::KeyResponse> {
-        self.bucket(&b)?;
         const PAGE: usize = 1000;
-        let keys = self.route.kv.keys();
+        let kv = backend(&mut access, &b)?;
+        let keys = match kv.keys().await {
+            Ok(k) => k,
+            Err(e) => return Ok(Err(store_error(e))),
+        };
         let start = match cursor {
             Some(c) => keys.partition_point(|k| k.as_str() <= c.as_str()),
             None => 0,
@@ -156,58 +199,47 @@ impl store::HostBucket for ServicesView<'_> {
             .flatten();
         Ok(Ok(store::KeyResponse { keys: page, cursor }))
     }
-
-    fn drop(&mut self, b: Resource<Bucket>) -> wasmtime::Result<()> {
-        self.table.delete(b)?;
-        Ok(())
-    }
 }
 
 // --- wasi:keyvalue/atomics ------------------------------------------------
 
-impl atomics::Host for ServicesView<'_> {
-    fn increment(&mut self, b: Resource<Bucket>, key: String, delta: i64) -> KvResult<i64> {
-        self.bucket(&b)?;
-        Ok(self
-            .route
-            .kv
-            .increment(&key, delta)
-            .map_err(|e| store::Error::Other(e.to_string())))
+impl atomics::Host for ServicesView<'_> {}
+
+impl<T: Send> atomics::HostWithStore<T> for Services {
+    async fn increment(
+        mut access: Access<'_, T, Self>,
+        b: Resource<Bucket>,
+        key: String,
+        delta: i64,
+    ) -> KvResult<i64> {
+        let kv = backend(&mut access, &b)?;
+        Ok(kv.increment(&key, delta).await.map_err(store_error))
     }
 
-    fn swap(
-        &mut self,
+    async fn swap(
+        mut access: Access<'_, T, Self>,
         cas: Resource<Cas>,
         value: Vec<u8>,
     ) -> wasmtime::Result<Result<(), atomics::CasError>> {
-        let handle = self.table.delete(cas)?;
-        match self.route.kv.cas_swap(&handle.key, handle.version, value) {
-            Ok(()) => Ok(Ok(())),
-            Err((value, version)) => {
-                let fresh = self.table.push(Cas {
+        let view = access.get();
+        let (handle, kv) = (view.table.delete(cas)?, view.route.kv.clone());
+        match kv.cas_swap(&handle.key, &handle.read, value).await {
+            Ok(Ok(())) => Ok(Ok(())),
+            Ok(Err(read)) => {
+                let fresh = access.get().table.push(Cas {
                     key: handle.key,
-                    value,
-                    version,
+                    read,
                 })?;
                 Ok(Err(atomics::CasError::CasFailed(fresh)))
             }
+            Err(e) => Ok(Err(atomics::CasError::StoreError(store_error(e)))),
         }
     }
 }
 
 impl atomics::HostCas for ServicesView<'_> {
-    fn new(&mut self, b: Resource<Bucket>, key: String) -> KvResult<Resource<Cas>> {
-        self.bucket(&b)?;
-        let (value, version) = self.route.kv.cas_read(&key);
-        Ok(Ok(self.table.push(Cas {
-            key,
-            value,
-            version,
-        })?))
-    }
-
     fn current(&mut self, cas: Resource<Cas>) -> KvResult<Option<Vec<u8>>> {
-        Ok(Ok(self.table.get(&cas)?.value.clone()))
+        Ok(Ok(self.table.get(&cas)?.read.value.clone()))
     }
 
     fn drop(&mut self, cas: Resource<Cas>) -> wasmtime::Result<()> {
@@ -216,36 +248,67 @@ impl atomics::HostCas for ServicesView<'_> {
     }
 }
 
+impl<T: Send> atomics::HostCasWithStore<T> for Services {
+    async fn new(
+        mut access: Access<'_, T, Self>,
+        b: Resource<Bucket>,
+        key: String,
+    ) -> KvResult<Resource<Cas>> {
+        let kv = backend(&mut access, &b)?;
+        let read = match kv.cas_read(&key).await {
+            Ok(r) => r,
+            Err(e) => return Ok(Err(store_error(e))),
+        };
+        let cas = access.get().table.push(Cas { key, read })?;
+        Ok(Ok(cas))
+    }
+}
+
 // --- wasi:keyvalue/batch --------------------------------------------------
 
-impl batch::Host for ServicesView<'_> {
-    fn get_many(
-        &mut self,
+impl batch::Host for ServicesView<'_> {}
+
+impl<T: Send> batch::HostWithStore<T> for Services {
+    async fn get_many(
+        mut access: Access<'_, T, Self>,
         b: Resource<Bucket>,
         keys: Vec<String>,
     ) -> KvResult<Vec<(String, Option<Vec<u8>>)>> {
-        self.bucket(&b)?;
-        Ok(Ok(keys
-            .into_iter()
-            .map(|k| {
-                let v = self.route.kv.get(&k);
-                (k, v)
-            })
-            .collect()))
+        let kv = backend(&mut access, &b)?;
+        let mut out = Vec::with_capacity(keys.len());
+        for k in keys {
+            match kv.get(&k).await {
+                Ok(v) => out.push((k, v)),
+                Err(e) => return Ok(Err(store_error(e))),
+            }
+        }
+        Ok(Ok(out))
     }
 
-    fn set_many(&mut self, b: Resource<Bucket>, kvs: Vec<(String, Vec<u8>)>) -> KvResult<()> {
-        self.bucket(&b)?;
+    async fn set_many(
+        mut access: Access<'_, T, Self>,
+        b: Resource<Bucket>,
+        kvs: Vec<(String, Vec<u8>)>,
+    ) -> KvResult<()> {
+        let kv = backend(&mut access, &b)?;
         for (k, v) in kvs {
-            self.route.kv.set(&k, v);
+            if let Err(e) = kv.set(&k, v).await {
+                return Ok(Err(store_error(e)));
+            }
         }
         Ok(Ok(()))
     }
 
-    fn delete_many(&mut self, b: Resource<Bucket>, keys: Vec<String>) -> KvResult<()> {
-        self.bucket(&b)?;
+    async fn delete_many(
+        mut access: Access<'_, T, Self>,
+        b: Resource<Bucket>,
+        keys: Vec<String>,
+    ) -> KvResult<()> {
+        let kv = backend(&mut access, &b)?;
         for k in keys {
-            self.route.kv.delete(&k);
+            if let Err(e) = kv.delete(&k).await {
+                return Ok(Err(store_error(e)));
+            }
         }
         Ok(Ok(()))
     }
