@@ -82,6 +82,41 @@ async fn each_middleware_changes_request_and_response() {
     );
 }
 
+/// Each component's stdout and stderr reach the gateway log as JSON events
+/// tagged with the route and that component's own name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn component_output_is_logged_per_component() {
+    let origin = Origin::start().await;
+    let gw = Gateway::start_with(&chain_config(&origin.url(), ""), &[("TEST_SECRET", "s3")]);
+    let c = client();
+    let req = http::Request::get(gw.url("/talk"))
+        .header("x-say", "kumquat")
+        .body(Default::default())
+        .unwrap();
+    assert_eq!(send(&c, req).await.status, 200);
+    let event = |needle: &str| -> serde_json::Value {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        loop {
+            let log = gw.log_text();
+            if let Some(line) = log.lines().find(|l| l.contains(needle)) {
+                return serde_json::from_str(line).unwrap();
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no {needle:?} in:\n{log}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    };
+    let outer = event("outer says kumquat");
+    assert_eq!(outer["target"], "tollgate::component");
+    assert_eq!(outer["fields"]["component"], "chain:fixture_outer");
+    assert_eq!(outer["fields"]["stream"], "stdout");
+    let inner = event("inner says kumquat");
+    assert_eq!(inner["fields"]["component"], "chain:fixture_inner");
+    assert_eq!(inner["fields"]["stream"], "stderr");
+}
+
 /// Bodies cross every hop intact in both directions: middlewares that do
 /// not read a body hand its stream on, and nothing is lost or reordered
 /// across many chunks.

@@ -199,6 +199,12 @@ impl ChainState {
     }
 }
 
+impl crate::stdio::HasStdio for ChainState {
+    fn stdio(&mut self) -> (&mut ResourceTable, &str) {
+        (&mut self.table, &self.route)
+    }
+}
+
 impl HasServices for ChainState {
     fn services(&mut self) -> ServicesView<'_> {
         ServicesView {
@@ -212,6 +218,7 @@ impl HasServices for ChainState {
 pub fn linker(engine: &Engine) -> wasmtime::Result<Linker<ChainState>> {
     let mut linker = Linker::new(engine);
     wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+    crate::stdio::add_to_linker(&mut linker)?;
     wasmtime_wasi::p3::add_to_linker(&mut linker)?;
     wasmtime_wasi_http::p3::add_to_linker(&mut linker)?;
     crate::services::add_to_linker(&mut linker)?;

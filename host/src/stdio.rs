@@ -1,6 +1,14 @@
 //! Component stdout and stderr, turned into gateway log events tagged with
-//! the route and chain that wrote them. Lines are capped in length so a
-//! chatty guest cannot grow the gateway's memory.
+//! the route and the component that wrote them. Lines are capped in length
+//! so a chatty guest cannot grow the gateway's memory.
+//!
+//! Composition merges every component's `wasi:cli/stdout` and `stderr`
+//! imports into one, so the host cannot tell components apart by import.
+//! Instead `get-stdout`/`get-stderr` are served here (shadowing
+//! wasmtime-wasi's): each call looks at the innermost wasm frame, which is
+//! the component asking, and hands back a stream tagged with its name (the
+//! name its build gave it, as in trap logs: `tollgate_auth`). Streams
+//! obtained any other way keep the chain-wide tag.
 
 use std::io;
 use std::pin::Pin;
@@ -8,7 +16,57 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use tokio::io::AsyncWrite;
+use wasmtime::StoreContextMut;
+use wasmtime::component::{Linker, Resource, ResourceTable};
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
+use wasmtime_wasi::p2::DynOutputStream;
+
+/// The `wasi:cli` version wasmtime-wasi 48 defines; components' older
+/// 0.2.x imports resolve to it.
+const STDOUT: &str = "wasi:cli/stdout@0.2.12";
+const STDERR: &str = "wasi:cli/stderr@0.2.12";
+
+/// Store data that can hand out tagged stdio streams.
+pub trait HasStdio: Send + 'static {
+    /// The instance's resource table and its route's name.
+    fn stdio(&mut self) -> (&mut ResourceTable, &str);
+}
+
+/// Serves `get-stdout` and `get-stderr` with per-component tags. Call after
+/// wasmtime-wasi's `add_to_linker`.
+pub fn add_to_linker<T: HasStdio>(linker: &mut Linker<T>) -> wasmtime::Result<()> {
+    linker.allow_shadowing(true);
+    for (interface, func, stream) in [
+        (STDOUT, "get-stdout", "stdout"),
+        (STDERR, "get-stderr", "stderr"),
+    ] {
+        linker.instance(interface)?.func_wrap(
+            func,
+            move |mut store: StoreContextMut<'_, T>,
+                  (): ()|
+                  -> wasmtime::Result<(Resource<DynOutputStream>,)> {
+                let component = calling_component(&store);
+                let (table, route) = store.data_mut().stdio();
+                let tag: Arc<str> = format!("{route}:{component}").into();
+                let out = LogStream::new(tag, stream).p2_stream();
+                Ok((table.push(out)?,))
+            },
+        )?;
+    }
+    linker.allow_shadowing(false);
+    Ok(())
+}
+
+/// The component whose code is running: the module of the innermost wasm
+/// frame, named as its build named it.
+fn calling_component<T>(store: &StoreContextMut<'_, T>) -> String {
+    let bt = wasmtime::WasmBacktrace::capture(store);
+    bt.frames()
+        .first()
+        .and_then(|f| f.module().name())
+        .map(|n| n.trim_end_matches(".wasm").to_owned())
+        .unwrap_or_else(|| "unknown".into())
+}
 
 const MAX_LINE: usize = 4096;
 
