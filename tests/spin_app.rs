@@ -18,6 +18,10 @@ fn sha_hex(s: &str) -> String {
 }
 
 fn up(origin: &Origin, extra: &[(&str, &str)]) -> Gateway {
+    up_with(origin, extra, &[])
+}
+
+fn up_with(origin: &Origin, extra: &[(&str, &str)], args: &[&str]) -> Gateway {
     let manifest = repo_root().join("spin.toml").display().to_string();
     let keys = format!("alice:{}", sha_hex("alice-key"));
     let url = origin.url();
@@ -26,12 +30,9 @@ fn up(origin: &Origin, extra: &[(&str, &str)]) -> Gateway {
         ("SPIN_VARIABLE_API_KEYS", keys.as_str()),
     ];
     env.extend_from_slice(extra);
-    Gateway::spawn(
-        &["up", "-f", &manifest, "--listen", "127.0.0.1:0"],
-        &env,
-        tempdir::TempDir::new(),
-        false,
-    )
+    let mut argv = vec!["up", "-f", &manifest, "--listen", "127.0.0.1:0"];
+    argv.extend_from_slice(args);
+    Gateway::spawn(&argv, &env, tempdir::TempDir::new(), false)
 }
 
 fn with_key(
@@ -275,4 +276,97 @@ fn manifest_errors_name_the_problem() {
         stderr.contains("does not inherit `key_value_stores`"),
         "{stderr}"
     );
+}
+
+/// Spin's runtime config moves the `default` store to Redis: two `tollgate
+/// up` instances of the same spin.toml then share one limit, with the
+/// increment-only algorithm a Spin app on Spin's Redis store would use, and
+/// the state is in Redis under the rate limiter's keys.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn runtime_config_shares_state_through_redis() {
+    let redis = Redis::start();
+    let origin = Origin::start().await;
+    let dir = tempdir::TempDir::new();
+    let rc = dir.path().join("runtime-config.toml");
+    std::fs::write(
+        &rc,
+        format!(
+            "[key_value_store.default]\ntype = \"redis\"\nurl = \"{}\"\n",
+            redis.url()
+        ),
+    )
+    .unwrap();
+    let rc = rc.display().to_string();
+    let env = [
+        ("SPIN_VARIABLE_RATE_POLICIES", "app route 3/3600s burst=3"),
+        ("SPIN_VARIABLE_RATE_ALGORITHM", "sliding-window"),
+    ];
+    let args = ["--runtime-config-file", rc.as_str()];
+    let (a, b) = (up_with(&origin, &env, &args), up_with(&origin, &env, &args));
+    let c = client();
+    let mut statuses = Vec::new();
+    for i in 0..8 {
+        let gw = if i % 2 == 0 { &a } else { &b };
+        statuses.push(send(&c, with_key(&gw.url("/s"), &[])).await.status);
+    }
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 200).count(),
+        3,
+        "{statuses:?}"
+    );
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 429).count(),
+        5,
+        "{statuses:?}"
+    );
+    assert_eq!(origin.count(), 3);
+
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut conn = client.get_connection().unwrap();
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg("tollgate:rl:app*")
+        .query(&mut conn)
+        .unwrap();
+    assert!(!keys.is_empty(), "no rate-limit state in Redis");
+}
+
+#[test]
+fn unsupported_runtime_config_is_refused_naming_the_key() {
+    let dir = tempdir::TempDir::new();
+    let rc = dir.path().join("runtime-config.toml");
+    for (text, expected) in [
+        (
+            "[key_value_store.default]\ntype = \"azure_cosmos\"\n",
+            "key_value_store.default.type: `azure_cosmos` is not supported",
+        ),
+        (
+            "[key_value_store.default]\ntype = \"redis\"\n",
+            "key_value_store.default.url: missing",
+        ),
+        (
+            "[key_value_store.cache]\ntype = \"redis\"\nurl = \"redis://127.0.0.1:1\"\n",
+            "key_value_store.cache: only the `default` store can be configured",
+        ),
+        (
+            "[llm_compute]\ntype = \"spin\"\n",
+            "unknown field `llm_compute`",
+        ),
+    ] {
+        std::fs::write(&rc, text).unwrap();
+        let out = Command::new(tollgate_bin())
+            .args(["up", "-f"])
+            .arg(repo_root().join("spin.toml"))
+            .args(["--listen", "127.0.0.1:0", "--runtime-config-file"])
+            .arg(&rc)
+            .env("SPIN_VARIABLE_ORIGIN_URL", "http://127.0.0.1:9")
+            .env("SPIN_VARIABLE_API_KEYS", "a:00")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{text} was accepted");
+        assert!(
+            stderr.contains(expected),
+            "expected {expected:?} in:\n{stderr}"
+        );
+    }
 }

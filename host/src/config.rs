@@ -47,6 +47,9 @@ pub struct Limits {
     pub origin_idle_connections: usize,
 }
 
+/// Connect and per-command timeout for a Redis store unless configured.
+pub const DEFAULT_REDIS_TIMEOUT_MS: i64 = 250;
+
 /// Where component state lives, and its bounds.
 #[derive(Debug, Clone)]
 pub struct KvLimits {
@@ -242,7 +245,7 @@ impl Default for RawKv {
             idle_expiry_secs: 3_600,
             backend: "memory".into(),
             redis_url: None,
-            redis_timeout_ms: 250,
+            redis_timeout_ms: DEFAULT_REDIS_TIMEOUT_MS,
         }
     }
 }
@@ -356,32 +359,15 @@ impl Validator {
                 self.err("kv.redis_url", "is required when kv.backend is \"redis\"");
                 KvBackendConfig::Memory
             }
-            ("redis", Some(url)) => match expand(url, env) {
-                // Only the scheme is named: the URL may hold a password.
-                Ok(url) => match url::Url::parse(&url) {
-                    Ok(u) if u.scheme() == "redis" && u.host_str().is_some() => {
-                        KvBackendConfig::Redis { url, timeout }
-                    }
-                    Ok(u) => {
-                        self.err(
-                            "kv.redis_url",
-                            format_args!(
-                                "must be redis://host[:port][/db] (scheme `{}` is not supported)",
-                                u.scheme()
-                            ),
-                        );
+            ("redis", Some(url)) => {
+                match expand(url, env).and_then(|u| check_redis_url(&u).map(|()| u)) {
+                    Ok(url) => KvBackendConfig::Redis { url, timeout },
+                    Err(e) => {
+                        self.err("kv.redis_url", e);
                         KvBackendConfig::Memory
                     }
-                    Err(_) => {
-                        self.err("kv.redis_url", "is not a valid URL");
-                        KvBackendConfig::Memory
-                    }
-                },
-                Err(e) => {
-                    self.err("kv.redis_url", e);
-                    KvBackendConfig::Memory
                 }
-            },
+            }
             (other, _) => {
                 self.err(
                     "kv.backend",
@@ -797,6 +783,19 @@ fn expand(value: &str, env: &Env) -> Result<String, String> {
     }
     out.push_str(rest);
     Ok(out)
+}
+
+/// Checks a Redis URL. Errors name only the scheme: the URL may hold a
+/// password.
+pub fn check_redis_url(url: &str) -> Result<(), String> {
+    match url::Url::parse(url) {
+        Ok(u) if u.scheme() == "redis" && u.host_str().is_some() => Ok(()),
+        Ok(u) => Err(format!(
+            "must be redis://host[:port][/db] (scheme `{}` is not supported)",
+            u.scheme()
+        )),
+        Err(_) => Err("is not a valid URL".into()),
+    }
 }
 
 /// Parses an origin URL with the WHATWG parser: scheme and authority only.

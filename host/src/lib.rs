@@ -20,6 +20,7 @@ pub mod outbound;
 pub mod problem;
 pub mod routes;
 pub mod runtime;
+pub mod runtime_config;
 pub mod serve;
 pub mod services;
 pub mod stdio;

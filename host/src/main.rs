@@ -3,7 +3,7 @@
 //! `demo-origin` runs the bundled demo origin on its own.
 
 use tollgate::store::KvBackend;
-use tollgate::{config, demo_origin, gateway, manifest, serve, telemetry};
+use tollgate::{config, demo_origin, gateway, manifest, runtime_config, serve, telemetry};
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -52,6 +52,10 @@ enum Command {
         /// Admin listener for /metrics, /healthz and /readyz.
         #[arg(long)]
         admin: Option<SocketAddr>,
+        /// Spin's runtime configuration: where the `default` key-value
+        /// store lives (`type = "redis"`).
+        #[arg(long = "runtime-config-file")]
+        runtime_config: Option<PathBuf>,
     },
     /// Validate a configuration file and exit.
     Check { config: PathBuf },
@@ -96,8 +100,15 @@ fn main() -> ExitCode {
             file,
             listen,
             admin,
+            runtime_config,
         } => {
-            let loaded = manifest::load(&file, &config::Env::process(), listen, admin);
+            let loaded =
+                manifest::load(&file, &config::Env::process(), listen, admin).and_then(|mut c| {
+                    match &runtime_config {
+                        Some(path) => runtime_config::apply(path, &mut c).map(|()| c),
+                        None => Ok(c),
+                    }
+                });
             serve_loaded(&runtime, loaded, false)
         }
         Command::DemoOrigin { listen, fixed } => {
