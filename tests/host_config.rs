@@ -177,6 +177,24 @@ fn check_validates_without_serving() {
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("ok (1 routes)"));
 
+    // A check validates the file; it does not need the shared store up.
+    let shared = dir.path().join("shared.toml");
+    std::fs::write(
+        &shared,
+        "[kv]\nbackend = \"redis\"\nredis_url = \"redis://127.0.0.1:1/\"\n[[route]]\norigin = \"http://127.0.0.1:1\"\n",
+    )
+    .unwrap();
+    let out = Command::new(tollgate_bin())
+        .arg("check")
+        .arg(&shared)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
     let bad = dir.path().join("bad.toml");
     std::fs::write(&bad, "[[route]]\n").unwrap();
     let out = Command::new(tollgate_bin())

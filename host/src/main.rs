@@ -78,8 +78,11 @@ fn main() -> ExitCode {
         .expect("starting the async runtime");
     match cli.command {
         Command::Check { config } => match config::load(&config, &config::Env::process()) {
-            Ok(c) => {
-                // Composition and linking problems count as config errors too.
+            Ok(mut c) => {
+                // Composition and linking problems count as config errors
+                // too. A check validates the file; it does not need the
+                // shared store to be up, so Redis is not contacted.
+                c.kv.backend = config::KvBackendConfig::Memory;
                 match runtime.block_on(gateway::build(&c)) {
                     Ok(_) => {
                         println!("{}: ok ({} routes)", config.display(), c.routes.len());
