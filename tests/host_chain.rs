@@ -117,6 +117,40 @@ async fn component_output_is_logged_per_component() {
     assert_eq!(inner["fields"]["stream"], "stderr");
 }
 
+/// Each middleware reports its own time; the host records it per component
+/// and keeps the report away from the origin and the client. A client
+/// cannot forge a report.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn metrics_time_each_component() {
+    let origin = Origin::start().await;
+    let gw = Gateway::start_with(&chain_config(&origin.url(), ""), &[("TEST_SECRET", "s3")]);
+    let c = client();
+    let req = http::Request::get(gw.url("/timed"))
+        .header("x-tollgate-timing", "forged;dur=5")
+        .body(Default::default())
+        .unwrap();
+    let r = send(&c, req).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        r.header("x-tollgate-timing"),
+        None,
+        "the report leaked to the client"
+    );
+    assert!(
+        !origin.last().headers.contains_key("x-tollgate-timing"),
+        "the origin saw the host's timing request"
+    );
+    let admin = gw.admin.unwrap();
+    let metrics = get(&c, &format!("http://{admin}/metrics")).await.body;
+    for component in ["fixture_outer", "fixture_inner", "fixture_services"] {
+        let line = format!(
+            "tollgate_component_duration_seconds_count{{route=\"chain\",component=\"{component}\"}} 1"
+        );
+        assert!(metrics.contains(&line), "no {line} in:\n{metrics}");
+    }
+    assert!(!metrics.contains("forged"), "a client forged a timing");
+}
+
 /// Bodies cross every hop intact in both directions: middlewares that do
 /// not read a body hand its stream on, and nothing is lost or reordered
 /// across many chunks.

@@ -26,3 +26,4 @@ pub mod services;
 pub mod stdio;
 pub mod store;
 pub mod telemetry;
+pub mod timing;

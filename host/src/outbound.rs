@@ -61,12 +61,15 @@ impl OriginClient {
 
     async fn send_within(&self, mut req: http::Request<WasiBody>, timeout: Duration) -> SendResult {
         strip_hop_by_hop(req.headers_mut());
+        // The host's timing protocol stays between the host and the chain.
+        req.headers_mut().remove(crate::timing::HEADER);
         let res = tokio::time::timeout(timeout, self.client.request(req))
             .await
             .map_err(|_| HttpError::HttpResponseTimeout)?
             .map_err(classify)?;
         let (mut parts, body) = res.into_parts();
         strip_hop_by_hop(&mut parts.headers);
+        parts.headers.remove(crate::timing::HEADER);
         let body = body.map_err(HttpError::from).boxed_unsync();
         // The pool drives connections on its own tasks: no I/O future to hand back.
         Ok((

@@ -29,6 +29,7 @@ use crate::gateway::{Gateway, RouteRuntime};
 use crate::outbound::strip_hop_by_hop;
 use crate::problem::Problem;
 use crate::runtime::{Failure, RequestSlot};
+use crate::timing;
 
 /// The body type of every response the gateway sends.
 pub type ResponseBody = UnsyncBoxBody<Bytes, Box<dyn std::error::Error + Send + Sync>>;
@@ -222,8 +223,9 @@ where
 
     strip_hop_by_hop(&mut parts.headers);
     forwarded::apply(&mut parts.headers, peer.ip(), &host, &gw.trusted_proxies);
-    // Only the gateway says who the client is.
+    // Only the gateway says who the client is, and asks for timings.
     parts.headers.remove(forwarded::SPIN_CLIENT_ADDR);
+    parts.headers.remove(timing::HEADER);
     let client = forwarded::client_ip(&parts.headers, &gw.trusted_proxies).unwrap_or(peer.ip());
     parts.headers.insert(
         forwarded::CLIENT_IP,
@@ -284,6 +286,9 @@ async fn dispatch(
     };
     let started = Instant::now();
     let slot = Arc::new(RequestSlot::new(request_id));
+    let mut req = req;
+    req.headers_mut()
+        .insert(timing::HEADER, HeaderValue::from_static("1"));
     let result = chain.handler.handle(slot.clone(), req).await;
     drop(permit);
     gw.metrics.record_chain(
@@ -292,7 +297,13 @@ async fn dispatch(
         started.elapsed().as_secs_f64(),
     );
     match result {
-        Ok(res) => res.map(|b| b.map_err(Into::into).boxed_unsync()),
+        Ok(mut res) => {
+            for (component, seconds) in timing::take(res.headers_mut()) {
+                gw.metrics
+                    .record_component(&route.name, &component, seconds);
+            }
+            res.map(|b| b.map_err(Into::into).boxed_unsync())
+        }
         Err(e) => {
             let failure = slot.failure();
             let problem = classify_failure(&e, failure);

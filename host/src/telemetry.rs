@@ -48,6 +48,12 @@ struct RouteLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ComponentLabel {
+    route: String,
+    component: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ChainLabel {
     route: String,
     components: String,
@@ -67,6 +73,7 @@ pub struct Metrics {
     requests: Family<RouteStatus, Counter>,
     duration: Family<RouteLabel, Histogram>,
     chain: Family<ChainLabel, Histogram>,
+    component: Family<ComponentLabel, Histogram>,
     pools: Vec<(ChainLabel, Arc<PoolStats>)>,
     instances_created: Family<ChainLabel, Gauge>,
     instances_dropped: Family<ChainLabel, Gauge>,
@@ -102,6 +109,14 @@ impl Metrics {
             "chain_duration_seconds",
             "Time spent in a route's middleware chain, origin wait included",
             chain.clone(),
+        );
+        let component = Family::<ComponentLabel, Histogram>::new_with_constructor(
+            (|| Histogram::new(latency_buckets())) as fn() -> Histogram,
+        );
+        registry.register(
+            "component_duration_seconds",
+            "A component's own time per request (time in the rest of the chain excluded), as it reports it",
+            component.clone(),
         );
         let instances_created = Family::default();
         registry.register(
@@ -146,6 +161,7 @@ impl Metrics {
             requests,
             duration,
             chain,
+            component,
             pools: Vec::new(),
             instances_created,
             instances_dropped,
@@ -196,6 +212,15 @@ impl Metrics {
             .get_or_create(&ChainLabel {
                 route: route.into(),
                 components: components.into(),
+            })
+            .observe(seconds);
+    }
+
+    pub fn record_component(&self, route: &str, component: &str, seconds: f64) {
+        self.component
+            .get_or_create(&ComponentLabel {
+                route: route.into(),
+                component: component.into(),
             })
             .observe(seconds);
     }

@@ -21,13 +21,15 @@
 //!
 //! Modules: [`config`] (component variables), [`kv`] (key-value store with
 //! atomic increment and compare-and-swap), [`problem`] (RFC 9457 answers),
-//! and [`request`] (client IP, request id, header helpers).
+//! [`request`] (client IP, request id, header helpers), and [`timing`]
+//! (time per component, reported to the host).
 
 pub mod config;
 pub mod kv;
 pub mod limit;
 pub mod problem;
 pub mod request;
+pub mod timing;
 mod wire;
 
 use bytes::Bytes;
@@ -63,8 +65,10 @@ where
     B::Data: Into<Vec<u8>>,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync + 'static>>,
 {
-    let res = spin_sdk::http::next(wire::into_wasi_request(req)?).await?;
-    Ok(res.map(Body::passthrough))
+    let sent = timing::now();
+    let res = spin_sdk::http::next(wire::into_wasi_request(req)?).await;
+    timing::add_next(timing::now().saturating_sub(sent));
+    Ok(res?.map(Body::passthrough))
 }
 
 /// Why a body could not be read.
@@ -115,9 +119,11 @@ pub mod __rt {
     use spin_sdk::http::FromRequest;
     use spin_sdk::wasip3::http::types;
 
-    /// Converts the wasi request, runs the handler, converts the response.
+    /// Converts the wasi request, runs the handler, converts the response;
+    /// reports the component's own time when the host asks for it.
     pub async fn dispatch<F, Fut>(
         request: types::Request,
+        component: &str,
         handler: F,
     ) -> Result<types::Response, types::ErrorCode>
     where
@@ -125,7 +131,12 @@ pub mod __rt {
         Fut: core::future::Future<Output = super::Result>,
     {
         let request = super::Request::from_request(request)?;
-        super::wire::into_wasi_response(handler(request).await?)
+        let span = super::timing::Span::start(request.headers());
+        let mut response = handler(request).await?;
+        if let Some(span) = span {
+            span.finish(component, response.headers_mut());
+        }
+        super::wire::into_wasi_response(response)
     }
 }
 
@@ -154,7 +165,7 @@ macro_rules! export_middleware {
                     $crate::__rt::wasip3::http::types::Response,
                     $crate::__rt::wasip3::http::types::ErrorCode,
                 > {
-                    $crate::__rt::dispatch(request, super::$handler).await
+                    $crate::__rt::dispatch(request, env!("CARGO_CRATE_NAME"), super::$handler).await
                 }
             }
         }

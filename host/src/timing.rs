@@ -1,0 +1,69 @@
+//! Time per component. A composed chain is one component to the host, so
+//! the host asks the components themselves: the ingress marks the request
+//! with [`HEADER`] (after dropping any a client sent), every SDK-built
+//! middleware appends `NAME;dur=MICROS` (its own time, `next` excluded) to
+//! the same header on its response, and [`take`] strips and parses it
+//! before the answer leaves. The origin never sees the mark and cannot
+//! forge timings (`outbound.rs` strips the header both ways).
+
+use http::HeaderMap;
+
+/// The header both ways: a request for timings, and the timings.
+pub const HEADER: &str = "x-tollgate-timing";
+
+/// Removes the timings from a chain's response: (component, seconds).
+pub fn take(headers: &mut HeaderMap) -> Vec<(String, f64)> {
+    let mut out = Vec::new();
+    for value in headers.get_all(HEADER) {
+        let Ok(text) = value.to_str() else { continue };
+        out.extend(text.split(',').filter_map(parse_entry));
+    }
+    headers.remove(HEADER);
+    out
+}
+
+/// `NAME;dur=MICROS` → (NAME, seconds); anything else is ignored.
+fn parse_entry(entry: &str) -> Option<(String, f64)> {
+    let (name, dur) = entry.trim().split_once(";dur=")?;
+    let micros: f64 = dur.trim().parse().ok()?;
+    let valid_name = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    (valid_name && micros.is_finite() && micros >= 0.0).then(|| (name.to_owned(), micros / 1e6))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn takes_every_entry_and_strips_the_header() {
+        let mut h = HeaderMap::new();
+        h.append(HEADER, "fixture_inner;dur=12.5".parse().unwrap());
+        h.append(
+            HEADER,
+            "fixture_outer;dur=3.0, bad entry, x;dur=-1"
+                .parse()
+                .unwrap(),
+        );
+        let t = take(&mut h);
+        assert_eq!(
+            t,
+            vec![
+                ("fixture_inner".to_owned(), 12.5e-6),
+                ("fixture_outer".to_owned(), 3.0e-6)
+            ]
+        );
+        assert!(h.get(HEADER).is_none());
+    }
+
+    #[test]
+    fn names_that_would_bloat_metrics_are_ignored() {
+        let long = "a".repeat(65);
+        assert_eq!(parse_entry(&format!("{long};dur=1")), None);
+        assert_eq!(parse_entry("a{b};dur=1"), None);
+        assert_eq!(parse_entry("ok;dur=NaN"), None);
+    }
+}
