@@ -153,23 +153,25 @@ fn a_file_that_is_not_a_middleware_is_refused() {
     );
 }
 
+/// Runs `tollgate check` on a config with `text`.
+fn check(dir: &tempdir::TempDir, name: &str, text: &str) -> std::process::Output {
+    let path = dir.path().join(name);
+    std::fs::write(&path, text).unwrap();
+    Command::new(tollgate_bin())
+        .arg("check")
+        .arg(&path)
+        .output()
+        .unwrap()
+}
+
 #[test]
 fn check_validates_without_serving() {
     let dir = tempdir::TempDir::new();
-    let good = dir.path().join("good.toml");
-    std::fs::write(
-        &good,
-        format!(
-            "[components.o]\nsource = \"{}\"\n[[route]]\norigin = \"http://127.0.0.1:1\"\nmiddleware = [\"o\"]\n",
-            wasm("fixture_outer")
-        ),
-    )
-    .unwrap();
-    let out = Command::new(tollgate_bin())
-        .arg("check")
-        .arg(&good)
-        .output()
-        .unwrap();
+    let good = format!(
+        "[components.o]\nsource = \"{}\"\n[[route]]\norigin = \"http://127.0.0.1:1\"\nmiddleware = [\"o\"]\n",
+        wasm("fixture_outer")
+    );
+    let out = check(&dir, "good.toml", &good);
     assert!(
         out.status.success(),
         "{}",
@@ -178,30 +180,15 @@ fn check_validates_without_serving() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("ok (1 routes)"));
 
     // A check validates the file; it does not need the shared store up.
-    let shared = dir.path().join("shared.toml");
-    std::fs::write(
-        &shared,
-        "[kv]\nbackend = \"redis\"\nredis_url = \"redis://127.0.0.1:1/\"\n[[route]]\norigin = \"http://127.0.0.1:1\"\n",
-    )
-    .unwrap();
-    let out = Command::new(tollgate_bin())
-        .arg("check")
-        .arg(&shared)
-        .output()
-        .unwrap();
+    let shared = "[kv]\nbackend = \"redis\"\nredis_url = \"redis://127.0.0.1:1/\"\n[[route]]\norigin = \"http://127.0.0.1:1\"\n";
+    let out = check(&dir, "shared.toml", shared);
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
 
-    let bad = dir.path().join("bad.toml");
-    std::fs::write(&bad, "[[route]]\n").unwrap();
-    let out = Command::new(tollgate_bin())
-        .arg("check")
-        .arg(&bad)
-        .output()
-        .unwrap();
+    let out = check(&dir, "bad.toml", "[[route]]\n");
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("route[0].origin: missing"));
 }

@@ -351,6 +351,11 @@ fn unsupported_runtime_config_is_refused_naming_the_key() {
             "[llm_compute]\ntype = \"spin\"\n",
             "unknown field `llm_compute`",
         ),
+        (
+            // A syntax error on the line holding a password.
+            "[key_value_store.default]\ntype = \"redis\"\nurl = \"redis://:hunter2@127.0.0.1:1\n",
+            "line 3",
+        ),
     ] {
         std::fs::write(&rc, text).unwrap();
         let out = Command::new(tollgate_bin())
@@ -367,6 +372,10 @@ fn unsupported_runtime_config_is_refused_naming_the_key() {
         assert!(
             stderr.contains(expected),
             "expected {expected:?} in:\n{stderr}"
+        );
+        assert!(
+            !stderr.contains("hunter2"),
+            "the password leaked:\n{stderr}"
         );
     }
 }

@@ -64,6 +64,8 @@ impl Matchable for RouteRuntime {
 pub struct RouteChain {
     pub handler: ChainHandler,
     pub components: String,
+    /// Names whose timings are recorded (see `timing.rs`).
+    pub reporters: crate::timing::Reporters,
 }
 
 /// Reads a component's bytes.
@@ -137,6 +139,7 @@ pub async fn build(config: &Config) -> anyhow::Result<Gateway> {
             Some(RouteChain {
                 handler: ChainHandler::new(chain),
                 components,
+                reporters: crate::timing::Reporters::new(route.middleware.len()),
             })
         };
         routes.push(RouteRuntime {

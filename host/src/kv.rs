@@ -9,12 +9,12 @@
 use std::collections::HashMap;
 use std::hash::BuildHasher;
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 /// Seeded per process, so keys chosen by clients cannot be crafted to
 /// collide (foldhash's `quality` variant: DoS-resistant, several times
 /// faster than SipHash on short keys like ours).
 type Hasher = foldhash::quality::RandomState;
-use std::time::{Duration, Instant};
 
 const SHARDS: usize = 64;
 

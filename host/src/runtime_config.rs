@@ -34,8 +34,15 @@ pub fn apply(path: &Path, config: &mut Config) -> Result<(), ConfigErrors> {
     let one = |e: String| ConfigErrors(vec![e]);
     let text = std::fs::read_to_string(path)
         .map_err(|e| one(format!("cannot read {}: {e}", path.display())))?;
-    let rc: RuntimeConfig =
-        toml::from_str(&text).map_err(|e| one(e.to_string().trim_end().to_owned()))?;
+    // The message and line only: the file's own text (a Redis URL with its
+    // password, say) is never echoed.
+    let rc: RuntimeConfig = toml::from_str(&text).map_err(|e| {
+        let line = e.span().map(|s| text[..s.start].lines().count().max(1));
+        one(match line {
+            Some(n) => format!("{}: line {n}: {}", path.display(), e.message()),
+            None => format!("{}: {}", path.display(), e.message()),
+        })
+    })?;
     let mut errors = Vec::new();
     for (label, store) in &rc.key_value_store {
         let key = format!("key_value_store.{label}");

@@ -299,8 +299,10 @@ async fn dispatch(
     match result {
         Ok(mut res) => {
             for (component, seconds) in timing::take(res.headers_mut()) {
-                gw.metrics
-                    .record_component(&route.name, &component, seconds);
+                if chain.reporters.admit(&component) {
+                    gw.metrics
+                        .record_component(&route.name, &component, seconds);
+                }
             }
             res.map(|b| b.map_err(Into::into).boxed_unsync())
         }

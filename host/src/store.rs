@@ -18,21 +18,11 @@ pub enum KvBackend {
 /// Why a store operation failed, as components may learn it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum StoreError {
-    #[error("the value at this key is not a counter")]
-    NotACounter,
-    #[error("counter overflow")]
-    Overflow,
+    /// The operation does not fit the value (the embedded store's errors).
+    #[error(transparent)]
+    Value(#[from] KvError),
     #[error("the store is unavailable")]
     Unavailable,
-}
-
-impl From<KvError> for StoreError {
-    fn from(e: KvError) -> Self {
-        match e {
-            KvError::NotACounter => StoreError::NotACounter,
-            KvError::Overflow => StoreError::Overflow,
-        }
-    }
 }
 
 /// What `cas.new` read: the value, and what the swap is checked against.

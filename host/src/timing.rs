@@ -5,8 +5,42 @@
 //! the same header on its response, and [`take`] strips and parses it
 //! before the answer leaves. The origin never sees the mark and cannot
 //! forge timings (`outbound.rs` strips the header both ways).
+//!
+//! Names are whatever the components say, so [`Reporters`] admits at most
+//! as many distinct names per chain as the chain has components: a
+//! component that makes names up cannot grow the metrics without bound.
+
+use std::sync::Mutex;
 
 use http::HeaderMap;
+
+/// The component names one chain has reported, at most one per component.
+pub struct Reporters {
+    cap: usize,
+    names: Mutex<Vec<String>>,
+}
+
+impl Reporters {
+    pub fn new(components: usize) -> Self {
+        Self {
+            cap: components,
+            names: Mutex::new(Vec::with_capacity(components)),
+        }
+    }
+
+    /// Whether `name` may be recorded: already known, or room for it.
+    pub fn admit(&self, name: &str) -> bool {
+        let mut names = self.names.lock().unwrap_or_else(|p| p.into_inner());
+        if names.iter().any(|n| n == name) {
+            return true;
+        }
+        if names.len() < self.cap {
+            names.push(name.to_owned());
+            return true;
+        }
+        false
+    }
+}
 
 /// The header both ways: a request for timings, and the timings.
 pub const HEADER: &str = "x-tollgate-timing";
@@ -57,6 +91,15 @@ mod tests {
             ]
         );
         assert!(h.get(HEADER).is_none());
+    }
+
+    #[test]
+    fn a_chain_reports_at_most_one_name_per_component() {
+        let r = Reporters::new(2);
+        assert!(r.admit("a"));
+        assert!(r.admit("b"));
+        assert!(r.admit("a"), "known names stay admitted");
+        assert!(!r.admit("made-up"), "a third name in a two-component chain");
     }
 
     #[test]

@@ -65,10 +65,9 @@ where
     B::Data: Into<Vec<u8>>,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync + 'static>>,
 {
-    let sent = timing::now();
-    let res = spin_sdk::http::next(wire::into_wasi_request(req)?).await;
-    timing::add_next(timing::now().saturating_sub(sent));
-    Ok(res?.map(Body::passthrough))
+    let wasi = wire::into_wasi_request(req)?;
+    let res = timing::in_next(spin_sdk::http::next(wasi)).await?;
+    Ok(res.map(Body::passthrough))
 }
 
 /// Why a body could not be read.

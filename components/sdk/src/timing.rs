@@ -11,7 +11,7 @@
 //! Tollgate runs one request per instance at a time, so the time spent in
 //! `next` is kept in a per-instance counter.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use http::HeaderValue;
 
@@ -20,6 +20,8 @@ pub const HEADER: &str = "x-tollgate-timing";
 
 /// Nanoseconds the current request has spent in `next`.
 static IN_NEXT: AtomicU64 = AtomicU64::new(0);
+/// Whether the current request is being timed; off, `next` reads no clock.
+static ACTIVE: AtomicBool = AtomicBool::new(false);
 
 /// Now, in nanoseconds of the monotonic clock.
 #[cfg(target_arch = "wasm32")]
@@ -45,7 +47,9 @@ pub(crate) struct Span {
 impl Span {
     /// Starts measuring if `headers` carry the host's request for timings.
     pub(crate) fn start(headers: &http::HeaderMap) -> Option<Span> {
-        headers.contains_key(HEADER).then(|| {
+        let timed = headers.contains_key(HEADER);
+        ACTIVE.store(timed, Ordering::Relaxed);
+        timed.then(|| {
             IN_NEXT.store(0, Ordering::Relaxed);
             Span { start: now() }
         })
@@ -61,8 +65,20 @@ impl Span {
     }
 }
 
+/// Runs `f` (a call to the rest of the chain), counting its time as spent
+/// there when the request is being timed.
+pub(crate) async fn in_next<T>(f: impl std::future::Future<Output = T>) -> T {
+    if !ACTIVE.load(Ordering::Relaxed) {
+        return f.await;
+    }
+    let sent = now();
+    let out = f.await;
+    add_next(now().saturating_sub(sent));
+    out
+}
+
 /// Counts `nanos` as spent in the rest of the chain.
-pub(crate) fn add_next(nanos: u64) {
+fn add_next(nanos: u64) {
     IN_NEXT.fetch_add(nanos, Ordering::Relaxed);
 }
 
