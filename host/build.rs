@@ -20,6 +20,7 @@ fn main() {
     let wasm_dir = target_dir.join("wasm32-wasip2").join("release");
 
     let mut packages = Vec::new();
+    println!("cargo:rerun-if-changed={}", root.join("wit").display());
     for dir in ["components", "tests/fixtures", "examples"] {
         println!("cargo:rerun-if-changed={}", root.join(dir).display());
         packages.extend(wasm_packages(&root.join(dir)));

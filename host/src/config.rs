@@ -24,6 +24,9 @@ pub struct Config {
     pub shutdown_timeout: Duration,
     /// Where compiled chains are cached; `None` disables the cache.
     pub cache_dir: Option<PathBuf>,
+    /// Whether filter-capable components take the fast path (default); off,
+    /// every middleware runs as a composed `wasi:http` handler.
+    pub fast_path: bool,
     pub limits: Limits,
     pub kv: KvLimits,
     pub routes: Vec<Route>,
@@ -177,6 +180,8 @@ struct RawServer {
     #[serde(default = "default_shutdown_ms")]
     shutdown_timeout_ms: i64,
     cache_dir: Option<String>,
+    #[serde(default = "default_fast_path")]
+    fast_path: bool,
 }
 
 impl Default for RawServer {
@@ -187,12 +192,16 @@ impl Default for RawServer {
             trusted_proxies: Vec::new(),
             shutdown_timeout_ms: default_shutdown_ms(),
             cache_dir: None,
+            fast_path: default_fast_path(),
         }
     }
 }
 
 fn default_listen() -> Vec<String> {
     vec!["127.0.0.1:8080".into()]
+}
+fn default_fast_path() -> bool {
+    true
 }
 fn default_shutdown_ms() -> i64 {
     10_000
@@ -509,6 +518,7 @@ impl Validator {
             trusted_proxies,
             shutdown_timeout,
             cache_dir,
+            fast_path: raw.server.fast_path,
             limits,
             kv,
             routes,

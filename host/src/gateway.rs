@@ -14,14 +14,17 @@ use ipnet::IpNet;
 use tokio::sync::Semaphore;
 use wasmtime::component::Component;
 
-use crate::compose::{self, CacheOutcome, Piece};
+use crate::chain::compose::{self, CacheOutcome, Piece};
+use crate::chain::composed::{Chain, ChainHandler, PoolStats};
+use crate::chain::filter::{FILTER, FilterRun, SetupError};
+use crate::chain::sandbox::{self, StoreFactory};
+use crate::chain::{RouteChain, Segment};
 use crate::config::KvBackendConfig;
 use crate::config::{ComponentSource, Config, Limits, Origin};
 use crate::kv::MemoryStore;
 use crate::kv_redis::RedisStore;
 use crate::outbound::OriginClient;
 use crate::routes::{Matchable, RouteTable};
-use crate::runtime::{self, Chain, ChainHandler, PoolStats};
 use crate::services::RouteServices;
 use crate::store::KvBackend;
 use crate::telemetry::Metrics;
@@ -45,7 +48,7 @@ pub struct RouteRuntime {
     prefix: String,
     exact: bool,
     pub origin: Option<Origin>,
-    pub chain: Option<RouteChain>,
+    pub chain: Option<Arc<RouteChain>>,
 }
 
 impl Matchable for RouteRuntime {
@@ -60,13 +63,18 @@ impl Matchable for RouteRuntime {
     }
 }
 
-/// A route's composed chain and its instance pool.
-pub struct RouteChain {
-    pub handler: ChainHandler,
-    pub components: String,
-    /// Names whose timings are recorded (see `timing.rs`).
-    pub reporters: crate::timing::Reporters,
+/// A component's configuration was refused by the component itself
+/// (its `init`); startup stops with exit status 2, like any config error.
+#[derive(Debug)]
+pub struct ComponentConfigError(pub String);
+
+impl std::fmt::Display for ComponentConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
 }
+
+impl std::error::Error for ComponentConfigError {}
 
 /// Reads a component's bytes.
 pub fn component_bytes(source: &ComponentSource) -> anyhow::Result<Vec<u8>> {
@@ -83,9 +91,9 @@ pub fn component_bytes(source: &ComponentSource) -> anyhow::Result<Vec<u8>> {
 /// Builds the gateway. Compiles every chain; no request pays for a compile.
 /// Connects to the shared store, when one is configured.
 pub async fn build(config: &Config) -> anyhow::Result<Gateway> {
-    let engine = runtime::engine(&config.limits)?;
-    runtime::start_epoch_ticker(&engine);
-    let linker = runtime::linker(&engine)?;
+    let engine = sandbox::engine(&config.limits)?;
+    sandbox::start_epoch_ticker(&engine);
+    let linker = sandbox::linker(&engine)?;
     let client = OriginClient::new(&config.limits);
     let mut metrics = Metrics::new();
     let kv = match &config.kv.backend {
@@ -106,41 +114,82 @@ pub async fn build(config: &Config) -> anyhow::Result<Gateway> {
     };
 
     // The same list of components composes to the same chain: do it once.
-    let mut compiled: HashMap<Vec<ComponentSource>, Component> = HashMap::new();
+    let mut compiled: HashMap<(Vec<ComponentSource>, bool), Component> = HashMap::new();
     let mut routes = Vec::new();
-    for route in &config.routes {
+    for (index, route) in config.routes.iter().enumerate() {
         let chain = if route.middleware.is_empty() {
             None
         } else {
-            let key: Vec<ComponentSource> =
-                route.middleware.iter().map(|m| m.source.clone()).collect();
-            if !compiled.contains_key(&key) {
-                let component = compile_chain(&engine, route, config)?;
-                compiled.insert(key.clone(), component);
-            }
             let services = Arc::new(RouteServices {
                 variables: route.variables.clone(),
                 stores: route.key_value_stores.clone(),
                 kv: kv.clone(),
             });
-            let stats = Arc::new(PoolStats::default());
-            let chain = Chain::new(
-                &engine,
-                &linker,
-                &compiled[&key],
-                route,
+            let stores = StoreFactory::new(&engine, route, client.clone(), services, &config.limits);
+            let mut segments = Vec::new();
+            for run in plan(route, config.fast_path)? {
+                let segment = match run {
+                    Run::Filters(range) => {
+                        let mut components = Vec::new();
+                        for m in &route.middleware[range] {
+                            let bytes = component_bytes(&m.source)?;
+                            let (component, _) = compose::compile_cached(
+                                &engine,
+                                &bytes,
+                                config.cache_dir.as_deref(),
+                            )
+                            .with_context(|| {
+                                format!("route `{}`: compiling component `{}`", route.name, m.name)
+                            })?;
+                            components.push((m.name.clone(), component));
+                        }
+                        let run = FilterRun::new(
+                            &linker,
+                            components,
+                            stores.clone(),
+                            config.limits.max_body_bytes,
+                        )
+                        .await
+                        .map_err(|e| setup_error(index, route, e))?;
+                        Segment::Filters(run)
+                    }
+                    Run::Composed(range) => {
+                        // Without an origin, the last component answers by itself.
+                        let ends = range.end == route.middleware.len() && route.origin.is_none();
+                        let pieces = &route.middleware[range];
+                        let key = (
+                            pieces.iter().map(|m| m.source.clone()).collect::<Vec<_>>(),
+                            ends,
+                        );
+                        if !compiled.contains_key(&key) {
+                            let component = compile_chain(&engine, route, pieces, ends, config)?;
+                            compiled.insert(key.clone(), component);
+                        }
+                        let names: Vec<&str> = pieces.iter().map(|m| m.name.as_str()).collect();
+                        let stats = Arc::new(PoolStats::default());
+                        let chain = Chain::new(
+                            &linker,
+                            &compiled[&key],
+                            route,
+                            &names,
+                            stores.clone(),
+                            &config.limits,
+                            stats.clone(),
+                        )?;
+                        metrics.add_pool(&route.name, &chain.components, stats);
+                        Segment::Composed(ChainHandler::new(chain))
+                    }
+                };
+                segments.push(segment);
+            }
+            let names: Vec<&str> = route.middleware.iter().map(|m| m.name.as_str()).collect();
+            Some(Arc::new(RouteChain::new(
+                &route.name,
+                names.join(","),
+                segments,
+                route.origin.clone(),
                 client.clone(),
-                services,
-                &config.limits,
-                stats.clone(),
-            )?;
-            metrics.add_pool(&route.name, &chain.components, stats);
-            let components = chain.components.clone();
-            Some(RouteChain {
-                handler: ChainHandler::new(chain),
-                components,
-                reporters: crate::timing::Reporters::new(route.middleware.len()),
-            })
+            )))
         };
         routes.push(RouteRuntime {
             name: route.name.clone(),
@@ -164,18 +213,70 @@ pub async fn build(config: &Config) -> anyhow::Result<Gateway> {
     })
 }
 
+/// How a route's middleware list is cut into segments.
+enum Run {
+    Filters(std::ops::Range<usize>),
+    Composed(std::ops::Range<usize>),
+}
+
+/// Cuts the middleware list into runs: consecutive filter-capable
+/// components take the fast path (unless `fast_path` is off); the rest
+/// are composed. A Spin app's primary (the last component of a route
+/// without an origin) is always composed.
+fn plan(route: &crate::config::Route, fast_path: bool) -> anyhow::Result<Vec<Run>> {
+    let n = route.middleware.len();
+    let mut runs: Vec<Run> = Vec::new();
+    for (i, m) in route.middleware.iter().enumerate() {
+        let primary = route.origin.is_none() && i == n - 1;
+        let filter = fast_path
+            && !primary
+            && compose::exports(&component_bytes(&m.source)?)
+                .with_context(|| format!("route `{}`: component `{}`", route.name, m.name))?
+                .iter()
+                .any(|e| e == FILTER);
+        match (runs.last_mut(), filter) {
+            (Some(Run::Filters(r)), true) | (Some(Run::Composed(r)), false) => r.end = i + 1,
+            (_, true) => runs.push(Run::Filters(i..i + 1)),
+            (_, false) => runs.push(Run::Composed(i..i + 1)),
+        }
+    }
+    Ok(runs)
+}
+
+/// The startup error for a run that could not be set up.
+fn setup_error(index: usize, route: &crate::config::Route, e: SetupError) -> anyhow::Error {
+    match e {
+        SetupError::Config { component, errors } => {
+            let lines: Vec<String> = errors
+                .iter()
+                .map(|(variable, message)| {
+                    if variable.is_empty() {
+                        format!("route[{index}] component {component}: {message}")
+                    } else {
+                        format!("route[{index}] component {component}: variable `{variable}`: {message}")
+                    }
+                })
+                .collect();
+            ComponentConfigError(lines.join("\n")).into()
+        }
+        SetupError::Other(e) => {
+            anyhow::Error::from(e).context(format!("route `{}`: starting its filters", route.name))
+        }
+    }
+}
+
 fn compile_chain(
     engine: &wasmtime::Engine,
     route: &crate::config::Route,
+    middleware: &[crate::config::Middleware],
+    primary_last: bool,
     config: &Config,
 ) -> anyhow::Result<Component> {
-    let bytes: Vec<Vec<u8>> = route
-        .middleware
+    let bytes: Vec<Vec<u8>> = middleware
         .iter()
         .map(|m| component_bytes(&m.source))
         .collect::<anyhow::Result<_>>()?;
-    let pieces: Vec<Piece<'_>> = route
-        .middleware
+    let pieces: Vec<Piece<'_>> = middleware
         .iter()
         .zip(&bytes)
         .map(|(m, b)| Piece {
@@ -183,8 +284,7 @@ fn compile_chain(
             bytes: b,
         })
         .collect();
-    // Without an origin, the last component must answer by itself.
-    let composed = compose::compose(&pieces, route.origin.is_none())
+    let composed = compose::compose(&pieces, primary_last)
         .with_context(|| format!("route `{}`", route.name))?;
     let started = std::time::Instant::now();
     let (component, outcome) =

@@ -2,13 +2,13 @@
 //! command line over it, and the in-process benchmarks drive it directly.
 //!
 //! Data path of a request: [`serve`] (limits, routing, forwarding headers)
-//! → [`runtime`] (a pooled instance of the route's chain, composed by
-//! [`compose`]) → [`outbound`] (the pooled client to the origin). Host
+//! → [`chain`] (the route's filters, called synchronously, and composed
+//! `wasi:http` middleware) → [`outbound`] (the pooled client to the origin). Host
 //! services for components are in [`services`] over [`kv`]; configuration
 //! in [`config`] and [`manifest`]; logs and metrics in [`telemetry`].
 
 pub mod builtin;
-pub mod compose;
+pub mod chain;
 pub mod config;
 pub mod demo_origin;
 pub mod forwarded;
@@ -19,7 +19,6 @@ pub mod manifest;
 pub mod outbound;
 pub mod problem;
 pub mod routes;
-pub mod runtime;
 pub mod runtime_config;
 pub mod serve;
 pub mod services;

@@ -153,6 +153,11 @@ fn serve_loaded(
     };
     match runtime.block_on(run(cfg, demo)) {
         Ok(()) => ExitCode::SUCCESS,
+        // A component that refused its variables is a configuration error.
+        Err(e) if e.downcast_ref::<gateway::ComponentConfigError>().is_some() => {
+            eprintln!("invalid configuration: {e:#}");
+            ExitCode::from(2)
+        }
         Err(e) => {
             eprintln!("tollgate: {e:#}");
             ExitCode::FAILURE

@@ -400,7 +400,7 @@ fn trigger_route(
 fn imports_keyvalue(path: &Path) -> bool {
     std::fs::read(path)
         .ok()
-        .and_then(|bytes| crate::compose::imports(&bytes).ok())
+        .and_then(|bytes| crate::chain::compose::imports(&bytes).ok())
         .is_some_and(|names| names.iter().any(|n| n.starts_with("wasi:keyvalue/")))
 }
 

@@ -130,10 +130,12 @@ fn retarget(uri: &Uri, origin: &Origin) -> Result<Uri, HttpError> {
         .map_err(|_| HttpError::HttpRequestUriInvalid)
 }
 
-/// Serves the chain's innermost `next`: forwards to the route's origin.
+/// Serves a composed run's innermost `next`: the rest of the route's chain
+/// when there is one (set per request), otherwise the route's origin.
 pub struct OriginHooks {
     pub client: Arc<OriginClient>,
     pub origin: Option<Origin>,
+    pub downstream: Option<crate::chain::Downstream>,
 }
 
 impl WasiHttpHooks for OriginHooks {
@@ -143,6 +145,12 @@ impl WasiHttpHooks for OriginHooks {
         _options: Option<RequestOptions>,
         _fut: Box<dyn Future<Output = Result<(), HttpError>> + Send>,
     ) -> Box<dyn Future<Output = SendResult> + Send> {
+        if let Some(downstream) = self.downstream.clone() {
+            return Box::new(async move {
+                let res = downstream.run(request).await?;
+                Ok((res, Box::new(async { Ok(()) }) as Box<dyn Future<Output = _> + Send>))
+            });
+        }
         let client = self.client.clone();
         let origin = self.origin.clone();
         Box::new(async move {

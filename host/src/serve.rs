@@ -28,7 +28,9 @@ use crate::forwarded;
 use crate::gateway::{Gateway, RouteRuntime};
 use crate::outbound::strip_hop_by_hop;
 use crate::problem::Problem;
-use crate::runtime::{Failure, RequestSlot};
+use crate::chain::ChainError;
+use crate::chain::composed::ComposedRequest;
+use crate::chain::slot::{Failure, RequestSlot};
 use crate::timing;
 
 /// The body type of every response the gateway sends.
@@ -285,28 +287,38 @@ async fn dispatch(
         _ => return Problem::Overloaded.response(request_id),
     };
     let started = Instant::now();
-    let slot = Arc::new(RequestSlot::new(request_id));
+    let slot = Arc::new(RequestSlot::new(request_id, gw.limits.request_timeout));
     let mut req = req;
-    req.headers_mut()
-        .insert(timing::HEADER, HeaderValue::from_static("1"));
-    let result = chain.handler.handle(slot.clone(), req).await;
+    if chain.has_composed {
+        // Composed SDK middleware report their own times when asked.
+        req.headers_mut()
+            .insert(timing::HEADER, HeaderValue::from_static("1"));
+    }
+    let result = chain.run(0, req, &slot).await;
     drop(permit);
     gw.metrics.record_chain(
         &route.name,
         &chain.components,
         started.elapsed().as_secs_f64(),
     );
+    for (component, took) in slot.take_times() {
+        gw.metrics
+            .record_component(&route.name, &component, took.as_secs_f64());
+    }
     match result {
         Ok(mut res) => {
-            for (component, seconds) in timing::take(res.headers_mut()) {
-                if chain.reporters.admit(&component) {
-                    gw.metrics
-                        .record_component(&route.name, &component, seconds);
+            if chain.has_composed {
+                for (component, seconds) in timing::take(res.headers_mut()) {
+                    if chain.reporters.admit(&component) {
+                        gw.metrics
+                            .record_component(&route.name, &component, seconds);
+                    }
                 }
             }
             res.map(|b| b.map_err(Into::into).boxed_unsync())
         }
-        Err(e) => {
+        Err(ChainError::Origin(e)) => problem_for_http_error(&e).response(request_id),
+        Err(ChainError::Component(e)) => {
             let failure = slot.failure();
             let problem = classify_failure(&e, failure);
             if matches!(problem, Problem::ComponentFailed | Problem::GatewayTimeout) {
@@ -328,6 +340,9 @@ fn classify_failure(e: &wasmtime::Error, failure: Option<Failure>) -> Problem {
     if e.is::<ExpirationError>() || failure == Some(Failure::DeadlineExceeded) {
         return Problem::GatewayTimeout;
     }
+    if matches!(failure, Some(Failure::Trapped | Failure::MemoryLimit)) {
+        return Problem::ComponentFailed;
+    }
     if let Some(code) = e.downcast_ref::<ErrorCode>() {
         return problem_for_code(code);
     }
@@ -339,8 +354,9 @@ fn failure_kind(e: &wasmtime::Error, failure: Option<Failure>) -> &'static str {
     match failure {
         Some(Failure::DeadlineExceeded) => "deadline-exceeded",
         Some(Failure::MemoryLimit) => "memory-limit",
+        Some(Failure::Trapped) => "trap-or-panic",
         None if e.is::<ExpirationError>() => "deadline-exceeded",
-        None if e.is::<InstantiationError<Arc<RequestSlot>>>() => "instantiation-failed",
+        None if e.is::<InstantiationError<ComposedRequest>>() => "instantiation-failed",
         None if e.downcast_ref::<ErrorCode>().is_some() => "upstream-error",
         None => "trap-or-panic",
     }

@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 
-use wasmtime::component::{Access, Accessor, HasData, Linker, Resource, ResourceTable};
+use wasmtime::component::{Accessor, HasData, Linker, Resource, ResourceTable};
 
 use crate::store::{CasRead, KvBackend, StoreError};
 
@@ -18,17 +18,17 @@ mod bindings {
         imports: {
             "spin:variables/variables.get": async | store,
             // Everything that reaches the backend may wait on the network.
-            "wasi:keyvalue/store.[method]bucket.get": async | store | trappable,
-            "wasi:keyvalue/store.[method]bucket.set": async | store | trappable,
-            "wasi:keyvalue/store.[method]bucket.delete": async | store | trappable,
-            "wasi:keyvalue/store.[method]bucket.exists": async | store | trappable,
-            "wasi:keyvalue/store.[method]bucket.list-keys": async | store | trappable,
-            "wasi:keyvalue/atomics.increment": async | store | trappable,
-            "wasi:keyvalue/atomics.swap": async | store | trappable,
-            "wasi:keyvalue/atomics.[static]cas.new": async | store | trappable,
-            "wasi:keyvalue/batch.get-many": async | store | trappable,
-            "wasi:keyvalue/batch.set-many": async | store | trappable,
-            "wasi:keyvalue/batch.delete-many": async | store | trappable,
+            "wasi:keyvalue/store.[method]bucket.get": async | trappable,
+            "wasi:keyvalue/store.[method]bucket.set": async | trappable,
+            "wasi:keyvalue/store.[method]bucket.delete": async | trappable,
+            "wasi:keyvalue/store.[method]bucket.exists": async | trappable,
+            "wasi:keyvalue/store.[method]bucket.list-keys": async | trappable,
+            "wasi:keyvalue/atomics.increment": async | trappable,
+            "wasi:keyvalue/atomics.swap": async | trappable,
+            "wasi:keyvalue/atomics.[static]cas.new": async | trappable,
+            "wasi:keyvalue/batch.get-many": async | trappable,
+            "wasi:keyvalue/batch.set-many": async | trappable,
+            "wasi:keyvalue/batch.delete-many": async | trappable,
             default: trappable,
         },
         with: {
@@ -113,14 +113,12 @@ fn store_error(e: StoreError) -> store::Error {
     store::Error::Other(e.to_string())
 }
 
-/// The backend behind `bucket`, after checking the handle is live.
-fn backend<T>(
-    access: &mut Access<'_, T, Services>,
-    bucket: &Resource<Bucket>,
-) -> wasmtime::Result<KvBackend> {
-    let view = access.get();
-    view.table.get(bucket)?;
-    Ok(view.route.kv.clone())
+impl ServicesView<'_> {
+    /// The backend behind `bucket`, after checking the handle is live.
+    fn backend(&mut self, bucket: &Resource<Bucket>) -> wasmtime::Result<KvBackend> {
+        self.table.get(bucket)?;
+        Ok(self.route.kv.clone())
+    }
 }
 
 impl store::Host for ServicesView<'_> {
@@ -138,53 +136,51 @@ impl store::HostBucket for ServicesView<'_> {
         self.table.delete(b)?;
         Ok(())
     }
-}
 
-impl<T: Send> store::HostBucketWithStore<T> for Services {
     async fn get(
-        mut access: Access<'_, T, Self>,
+        &mut self,
         b: Resource<Bucket>,
         key: String,
     ) -> KvResult<Option<Vec<u8>>> {
-        let kv = backend(&mut access, &b)?;
+        let kv = self.backend(&b)?;
         Ok(kv.get(&key).await.map_err(store_error))
     }
 
     async fn set(
-        mut access: Access<'_, T, Self>,
+        &mut self,
         b: Resource<Bucket>,
         key: String,
         value: Vec<u8>,
     ) -> KvResult<()> {
-        let kv = backend(&mut access, &b)?;
+        let kv = self.backend(&b)?;
         Ok(kv.set(&key, value).await.map_err(store_error))
     }
 
     async fn delete(
-        mut access: Access<'_, T, Self>,
+        &mut self,
         b: Resource<Bucket>,
         key: String,
     ) -> KvResult<()> {
-        let kv = backend(&mut access, &b)?;
+        let kv = self.backend(&b)?;
         Ok(kv.delete(&key).await.map_err(store_error))
     }
 
     async fn exists(
-        mut access: Access<'_, T, Self>,
+        &mut self,
         b: Resource<Bucket>,
         key: String,
     ) -> KvResult<bool> {
-        let kv = backend(&mut access, &b)?;
+        let kv = self.backend(&b)?;
         Ok(kv.exists(&key).await.map_err(store_error))
     }
 
     async fn list_keys(
-        mut access: Access<'_, T, Self>,
+        &mut self,
         b: Resource<Bucket>,
         cursor: Option<String>,
     ) -> KvResult<store::KeyResponse> {
         const PAGE: usize = 1000;
-        let kv = backend(&mut access, &b)?;
+        let kv = self.backend(&b)?;
         let keys = match kv.keys().await {
             Ok(k) => k,
             Err(e) => return Ok(Err(store_error(e))),
@@ -203,30 +199,27 @@ impl<T: Send> store::HostBucketWithStore<T> for Services {
 
 // --- wasi:keyvalue/atomics ------------------------------------------------
 
-impl atomics::Host for ServicesView<'_> {}
-
-impl<T: Send> atomics::HostWithStore<T> for Services {
+impl atomics::Host for ServicesView<'_> {
     async fn increment(
-        mut access: Access<'_, T, Self>,
+        &mut self,
         b: Resource<Bucket>,
         key: String,
         delta: i64,
     ) -> KvResult<i64> {
-        let kv = backend(&mut access, &b)?;
+        let kv = self.backend(&b)?;
         Ok(kv.increment(&key, delta).await.map_err(store_error))
     }
 
     async fn swap(
-        mut access: Access<'_, T, Self>,
+        &mut self,
         cas: Resource<Cas>,
         value: Vec<u8>,
     ) -> wasmtime::Result<Result<(), atomics::CasError>> {
-        let view = access.get();
-        let (handle, kv) = (view.table.delete(cas)?, view.route.kv.clone());
+        let (handle, kv) = (self.table.delete(cas)?, self.route.kv.clone());
         match kv.cas_swap(&handle.key, &handle.read, value).await {
             Ok(Ok(())) => Ok(Ok(())),
             Ok(Err(read)) => {
-                let fresh = access.get().table.push(Cas {
+                let fresh = self.table.push(Cas {
                     key: handle.key,
                     read,
                 })?;
@@ -246,35 +239,31 @@ impl atomics::HostCas for ServicesView<'_> {
         self.table.delete(cas)?;
         Ok(())
     }
-}
 
-impl<T: Send> atomics::HostCasWithStore<T> for Services {
     async fn new(
-        mut access: Access<'_, T, Self>,
+        &mut self,
         b: Resource<Bucket>,
         key: String,
     ) -> KvResult<Resource<Cas>> {
-        let kv = backend(&mut access, &b)?;
+        let kv = self.backend(&b)?;
         let read = match kv.cas_read(&key).await {
             Ok(r) => r,
             Err(e) => return Ok(Err(store_error(e))),
         };
-        let cas = access.get().table.push(Cas { key, read })?;
+        let cas = self.table.push(Cas { key, read })?;
         Ok(Ok(cas))
     }
 }
 
 // --- wasi:keyvalue/batch --------------------------------------------------
 
-impl batch::Host for ServicesView<'_> {}
-
-impl<T: Send> batch::HostWithStore<T> for Services {
+impl batch::Host for ServicesView<'_> {
     async fn get_many(
-        mut access: Access<'_, T, Self>,
+        &mut self,
         b: Resource<Bucket>,
         keys: Vec<String>,
     ) -> KvResult<Vec<(String, Option<Vec<u8>>)>> {
-        let kv = backend(&mut access, &b)?;
+        let kv = self.backend(&b)?;
         let mut out = Vec::with_capacity(keys.len());
         for k in keys {
             match kv.get(&k).await {
@@ -286,11 +275,11 @@ impl<T: Send> batch::HostWithStore<T> for Services {
     }
 
     async fn set_many(
-        mut access: Access<'_, T, Self>,
+        &mut self,
         b: Resource<Bucket>,
         kvs: Vec<(String, Vec<u8>)>,
     ) -> KvResult<()> {
-        let kv = backend(&mut access, &b)?;
+        let kv = self.backend(&b)?;
         for (k, v) in kvs {
             if let Err(e) = kv.set(&k, v).await {
                 return Ok(Err(store_error(e)));
@@ -300,11 +289,11 @@ impl<T: Send> batch::HostWithStore<T> for Services {
     }
 
     async fn delete_many(
-        mut access: Access<'_, T, Self>,
+        &mut self,
         b: Resource<Bucket>,
         keys: Vec<String>,
     ) -> KvResult<()> {
-        let kv = backend(&mut access, &b)?;
+        let kv = self.backend(&b)?;
         for k in keys {
             if let Err(e) = kv.delete(&k).await {
                 return Ok(Err(store_error(e)));

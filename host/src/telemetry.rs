@@ -21,7 +21,7 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 
-use crate::runtime::PoolStats;
+use crate::chain::composed::PoolStats;
 
 /// Installs the JSON log subscriber; `RUST_LOG` filters (default `info`).
 pub fn init_logging() {

@@ -4,30 +4,31 @@
 //! generic 401; a lacking scope gets 403; too many failures (per IP, per
 //! account, globally) lock further attempts out with 429.
 //!
-//! Verification is in [`jwt`], configuration and key checks in [`policy`].
+//! Verification is in [`jwt`], configuration and key checks in [`policy`];
+//! this file is the [`Filter`] entry point.
 
 pub mod jwt;
 pub mod policy;
 
-use std::sync::OnceLock;
-
 use policy::{Config, Lockout, bearer, has_scopes};
+use tollgate_sdk::config::Vars;
+use tollgate_sdk::filter::{Filter, Request, ResponseEdits, Verdict};
 use tollgate_sdk::kv::{Store, StoreError};
 use tollgate_sdk::limit::{now_micros, sliding_add, sliding_count};
+use tollgate_sdk::problem;
 use tollgate_sdk::request::{client_ip, header_str, set_header};
-use tollgate_sdk::{Request, Response, next, problem};
 
-static CONFIG: OnceLock<Result<Config, String>> = OnceLock::new();
+type Response = tollgate_sdk::filter::Answer;
 
 /// The one answer every authentication failure gets.
 fn unauthorized(config: &Config) -> Response {
-    let mut res = problem::respond(401, "Valid credentials are required.");
+    let mut res = problem::answer(401, "Valid credentials are required.");
     set_header(res.headers_mut(), "www-authenticate", &config.challenge);
     res
 }
 
 fn too_many(retry_after: u64) -> Response {
-    let mut res = problem::respond(429, "Too many failed attempts; retry later.");
+    let mut res = problem::answer(429, "Too many failed attempts; retry later.");
     set_header(
         res.headers_mut(),
         "retry-after",
@@ -37,7 +38,7 @@ fn too_many(retry_after: u64) -> Response {
 }
 
 fn unavailable() -> Response {
-    let mut res = problem::respond(503, "Authentication is unavailable; retry later.");
+    let mut res = problem::answer(503, "Authentication is unavailable; retry later.");
     set_header(res.headers_mut(), "retry-after", "1");
     res
 }
@@ -88,21 +89,29 @@ fn record_failure(
     Ok(())
 }
 
-async fn handle(mut req: Request) -> tollgate_sdk::Result {
-    let config = match tollgate_sdk::config::cached(&CONFIG, policy::VARIABLES, Config::parse).await
-    {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("auth: configuration error: {e}");
-            return Ok(problem::respond(500, "The request could not be processed."));
+impl Filter for Config {
+    const VARIABLES: &'static [&'static str] = policy::VARIABLES;
+
+    fn init(vars: &Vars) -> Result<Self, String> {
+        Config::parse(vars)
+    }
+
+    fn on_request(&self, req: &mut Request, _: &mut ResponseEdits) -> Verdict {
+        match authenticate(self, req) {
+            Ok(()) => Verdict::Continue,
+            Err(answer) => Verdict::Answer(answer),
         }
-    };
+    }
+}
+
+/// Admits `req` (with the verified identity set on it) or answers it.
+fn authenticate(config: &Config, req: &mut Request) -> Result<(), Response> {
     // Identity comes only from verified credentials.
     for h in &config.strip_headers {
-        req.headers_mut().remove(h.as_str());
+        req.remove_header(h);
     }
     if config.is_public(req.uri().path()) {
-        return next(req).await;
+        return Ok(());
     }
 
     let now = now_micros();
@@ -124,17 +133,17 @@ async fn handle(mut req: Request) -> tollgate_sdk::Result {
                     .or_else(|| token.as_deref().and_then(jwt::unverified_subject));
                 let keys = counter_keys(ip, claimed.as_deref());
                 match locked(&store, l, &keys, now) {
-                    Ok(Some(wait)) => return Ok(too_many(wait)),
+                    Ok(Some(wait)) => return Err(too_many(wait)),
                     Ok(None) => Some((store, l, keys)),
                     Err(e) => {
                         eprintln!("auth: lockout store error: {e}");
-                        return Ok(unavailable());
+                        return Err(unavailable());
                     }
                 }
             }
             Err(e) => {
                 eprintln!("auth: lockout store error: {e}");
-                return Ok(unavailable());
+                return Err(unavailable());
             }
         },
     };
@@ -156,34 +165,33 @@ async fn handle(mut req: Request) -> tollgate_sdk::Result {
         {
             eprintln!("auth: could not record a failed attempt: {e}");
         }
-        return Ok(unauthorized(config));
+        return Err(unauthorized(config));
     };
 
     // A locked account stays locked even with the right credential.
     if let Some((store, l, _)) = &lockout {
         match locked(store, l, &counter_keys(None, Some(&identity))[1..], now) {
-            Ok(Some(wait)) => return Ok(too_many(wait)),
+            Ok(Some(wait)) => return Err(too_many(wait)),
             Ok(None) => {}
             Err(e) => {
                 eprintln!("auth: lockout store error: {e}");
-                return Ok(unavailable());
+                return Err(unavailable());
             }
         }
     }
     if !has_scopes(&scopes, &config.required_scopes) {
-        return Ok(problem::respond(
+        return Err(problem::answer(
             403,
             "The credentials do not grant access to this resource.",
         ));
     }
-    let h = req.headers_mut();
     if !config.forward_api_key {
-        h.remove(config.api_key_header.as_str());
+        req.remove_header(&config.api_key_header);
     }
-    set_header(h, &config.subject_header, &identity);
-    set_header(h, &config.scopes_header, &scopes.join(" "));
-    set_header(h, "x-auth-method", method);
-    next(req).await
+    req.set_header(&config.subject_header, &identity);
+    req.set_header(&config.scopes_header, &scopes.join(" "));
+    req.set_header("x-auth-method", method);
+    Ok(())
 }
 
-tollgate_sdk::export_middleware!(handle);
+tollgate_sdk::export_filter!(Config);

@@ -8,78 +8,70 @@
 
 pub mod policy;
 
-use std::sync::OnceLock;
-
 use policy::{Algorithm, Config, Facts};
+use tollgate_sdk::config::Vars;
+use tollgate_sdk::filter::{Filter, Request, ResponseEdits, Verdict};
 use tollgate_sdk::kv::Store;
 use tollgate_sdk::limit::{check_gcra, now_micros, sliding_window};
+use tollgate_sdk::problem;
 use tollgate_sdk::request::{client_ip, header_str, set_header};
-use tollgate_sdk::{Request, next, problem};
 
-static CONFIG: OnceLock<Result<Config, String>> = OnceLock::new();
+impl Filter for Config {
+    const VARIABLES: &'static [&'static str] = policy::VARIABLES;
 
-async fn handle(req: Request) -> tollgate_sdk::Result {
-    let config = match tollgate_sdk::config::cached(&CONFIG, policy::VARIABLES, Config::parse).await
-    {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("rate-limit: configuration error: {e}");
-            return Ok(problem::respond(500, "The request could not be processed."));
-        }
-    };
-    let headers = req.headers();
-    let lookup = |name: &str| header_str(headers, name);
-    let facts = Facts {
-        ip: client_ip(headers),
-        identity: header_str(headers, &config.identity_header),
-        header: &lookup,
-    };
-    let now = now_micros();
-    let store = Store::open(&config.store);
-    let mut decisions = Vec::with_capacity(config.policies.len());
-    for p in &config.policies {
-        let Some(key) = policy::key_for(config, p, &facts) else {
-            continue;
+    fn init(vars: &Vars) -> Result<Self, String> {
+        Config::parse(vars)
+    }
+
+    fn on_request(&self, req: &mut Request, res: &mut ResponseEdits) -> Verdict {
+        let headers = req.headers();
+        let lookup = |name: &str| header_str(headers, name);
+        let facts = Facts {
+            ip: client_ip(headers),
+            identity: header_str(headers, &self.identity_header),
+            header: &lookup,
         };
-        let result = match &store {
-            Ok(store) => match config.algorithm {
-                Algorithm::TokenBucket => check_gcra(store, &key, now, &p.quota, p.cost),
-                Algorithm::SlidingWindow => sliding_window(store, &key, now, &p.quota, p.cost),
-            },
-            Err(e) => Err(e.clone()),
-        };
-        match result {
-            Ok(d) => decisions.push((p, d)),
-            Err(e) if config.fail_open => eprintln!("rate-limit: store error, admitting: {e}"),
-            Err(e) => {
-                eprintln!("rate-limit: store error, refusing: {e}");
-                let mut res = problem::respond(503, "Rate limiting is unavailable; retry later.");
-                set_header(res.headers_mut(), "retry-after", "1");
-                return Ok(res);
+        let now = now_micros();
+        let store = Store::open(&self.store);
+        let mut decisions = Vec::with_capacity(self.policies.len());
+        for p in &self.policies {
+            let Some(key) = policy::key_for(self, p, &facts) else {
+                continue;
+            };
+            let result = match &store {
+                Ok(store) => match self.algorithm {
+                    Algorithm::TokenBucket => check_gcra(store, &key, now, &p.quota, p.cost),
+                    Algorithm::SlidingWindow => sliding_window(store, &key, now, &p.quota, p.cost),
+                },
+                Err(e) => Err(e.clone()),
+            };
+            match result {
+                Ok(d) => decisions.push((p, d)),
+                Err(e) if self.fail_open => eprintln!("rate-limit: store error, admitting: {e}"),
+                Err(e) => {
+                    eprintln!("rate-limit: store error, refusing: {e}");
+                    let mut a = problem::answer(503, "Rate limiting is unavailable; retry later.");
+                    set_header(a.headers_mut(), "retry-after", "1");
+                    return Verdict::Answer(a);
+                }
             }
         }
-    }
-    let verdict = policy::combine(&decisions);
-    let mut res = if verdict.allowed {
-        next(req).await?
-    } else {
-        let mut res = problem::respond(429, "Too many requests; retry later.");
+        let verdict = policy::combine(&decisions);
+        if !decisions.is_empty() {
+            res.set("ratelimit-policy", &verdict.policy_header);
+            res.set("ratelimit", &verdict.ratelimit_header);
+        }
+        if verdict.allowed {
+            return Verdict::Continue;
+        }
+        let mut a = problem::answer(429, "Too many requests; retry later.");
         set_header(
-            res.headers_mut(),
+            a.headers_mut(),
             "retry-after",
             &verdict.retry_after_secs.to_string(),
         );
-        res
-    };
-    if !decisions.is_empty() {
-        set_header(
-            res.headers_mut(),
-            "ratelimit-policy",
-            &verdict.policy_header,
-        );
-        set_header(res.headers_mut(), "ratelimit", &verdict.ratelimit_header);
+        Verdict::Answer(a)
     }
-    Ok(res)
 }
 
-tollgate_sdk::export_middleware!(handle);
+tollgate_sdk::export_filter!(Config);

@@ -1,30 +1,45 @@
 //! The Tollgate SDK: everything a gate component needs, and nothing of the
 //! WASI plumbing underneath.
 //!
-//! A gate component is a `wasi:http/middleware@0.3.0` component: it
-//! receives a request, may answer it itself, or passes it on with
-//! [`next`] and may then change the response. The same `.wasm` runs on
-//! Tollgate's host runner and on Spin 4.1+.
+//! A gate is normally written as a [`filter::Filter`]: a decision on the
+//! request head (and body, if asked for), with header edits to the request
+//! and to the response coming back. [`export_filter!`] exports it twice
+//! from one `.wasm`: as Tollgate's fast-path filter interface
+//! (`tollgate:gate/filter@0.1.0`, `wit/filter.wit`) and as a standard
+//! `wasi:http/middleware@0.3.0` handler, which Spin 4.1+ runs unchanged.
 //!
 //! ```text
-//! use tollgate_sdk::{Request, Response, next, problem};
+//! use tollgate_sdk::filter::{Filter, Request, ResponseEdits, Verdict};
 //!
-//! async fn handle(req: Request) -> tollgate_sdk::Result {
-//!     if req.headers().contains_key("x-forbidden") {
-//!         return Ok(problem::respond(403, "Forbidden"));
+//! struct Deny;
+//! impl Filter for Deny {
+//!     const VARIABLES: &'static [&'static str] = &[];
+//!     fn init(_: &tollgate_sdk::config::Vars) -> Result<Self, String> { Ok(Deny) }
+//!     fn on_request(&self, req: &mut Request, _: &mut ResponseEdits) -> Verdict {
+//!         if req.headers().contains_key("x-forbidden") {
+//!             return Verdict::Answer(tollgate_sdk::problem::answer(403, "Forbidden"));
+//!         }
+//!         Verdict::Continue
 //!     }
-//!     next(req).await
 //! }
 //!
-//! tollgate_sdk::export_middleware!(handle);
+//! tollgate_sdk::export_filter!(Deny);
 //! ```
 //!
-//! Modules: [`config`] (component variables), [`kv`] (key-value store with
+//! A plugin that needs the whole request (a streaming body, outbound calls
+//! in the middle of a request) is written as an `async fn(Request) ->
+//! tollgate_sdk::Result` that calls [`next`], and exported with
+//! [`export_middleware!`]; it runs on the composed `wasi:http` path only.
+//!
+//! Modules: [`filter`] (the filter API), [`config`] (component variables), [`kv`] (key-value store with
 //! atomic increment and compare-and-swap), [`problem`] (RFC 9457 answers),
 //! [`request`] (client IP, request id, header helpers), and [`timing`]
 //! (time per component, reported to the host).
 
+#[doc(hidden)]
+pub mod abi;
 pub mod config;
+pub mod filter;
 pub mod kv;
 pub mod limit;
 pub mod problem;
@@ -114,6 +129,7 @@ pub fn full(bytes: impl Into<Bytes>) -> Body {
 pub mod __rt {
     //! Used by [`export_middleware!`]; not part of the API.
     pub use spin_sdk::wasip3;
+    pub use std::vec::Vec;
 
     use spin_sdk::http::FromRequest;
     use spin_sdk::wasip3::http::types;
@@ -165,6 +181,75 @@ macro_rules! export_middleware {
                     $crate::__rt::wasip3::http::types::ErrorCode,
                 > {
                     $crate::__rt::dispatch(request, env!("CARGO_CRATE_NAME"), super::$handler).await
+                }
+            }
+        }
+    };
+}
+
+/// Exports a [`filter::Filter`] type through both contracts: as
+/// `tollgate:gate/filter@0.1.0` and as the component's `wasi:http/handler`.
+#[cfg(feature = "middleware")]
+#[macro_export]
+macro_rules! export_filter {
+    ($filter:ty) => {
+        #[cfg(not(target_arch = "wasm32"))]
+        const _: () = {
+            let _ = <$filter as $crate::filter::Filter>::init;
+        };
+
+        #[cfg(target_arch = "wasm32")]
+        mod __tollgate_filter {
+            #[allow(unused_imports)]
+            use super::*;
+
+            type F = $filter;
+            static FILTER: $crate::abi::Cell<F> = $crate::abi::Cell::new();
+            const NAME: &str = env!("CARGO_CRATE_NAME");
+
+            pub struct Gate;
+
+            $crate::abi::__export_gate!(Gate with_types_in $crate::abi);
+
+            impl $crate::abi::exports::tollgate::gate::filter::Guest for Gate {
+                fn init(
+                    variables: $crate::__rt::Vec<(String, String)>,
+                ) -> ::core::result::Result<
+                    $crate::abi::exports::tollgate::gate::filter::Capabilities,
+                    $crate::__rt::Vec<$crate::abi::exports::tollgate::gate::filter::ConfigError>,
+                > {
+                    $crate::abi::init(&FILTER, NAME, variables)
+                }
+
+                fn on_request(
+                    request: $crate::abi::exports::tollgate::gate::filter::RequestHead,
+                ) -> $crate::abi::exports::tollgate::gate::filter::Verdict {
+                    $crate::abi::on_request(&FILTER, request)
+                }
+
+                fn on_response(
+                    status: u16,
+                    headers: $crate::__rt::Vec<(String, $crate::__rt::Vec<u8>)>,
+                ) -> $crate::__rt::Vec<$crate::abi::exports::tollgate::gate::filter::HeaderOp> {
+                    $crate::abi::on_response(&FILTER, status, headers)
+                }
+            }
+
+            pub struct Middleware;
+
+            $crate::__rt::wasip3::http::service::export!(Middleware);
+
+            impl $crate::__rt::wasip3::exports::http::handler::Guest for Middleware {
+                async fn handle(
+                    request: $crate::__rt::wasip3::http::types::Request,
+                ) -> ::core::result::Result<
+                    $crate::__rt::wasip3::http::types::Response,
+                    $crate::__rt::wasip3::http::types::ErrorCode,
+                > {
+                    $crate::__rt::dispatch(request, NAME, |req| {
+                        $crate::abi::handle(&FILTER, NAME, req)
+                    })
+                    .await
                 }
             }
         }

@@ -3,70 +3,65 @@
 //! body fields. A refusal is a 400 problem+json that names the input, not
 //! the reason.
 //!
-//! The policy is in [`ssrf`], the per-request checks in [`policy`].
+//! The policy is in [`ssrf`], the per-request checks in [`policy`]; this
+//! file is the [`Filter`] entry point.
 
 pub mod policy;
 pub mod ssrf;
 
-use std::sync::OnceLock;
-
 use policy::{BodyVerdict, Config};
-use tollgate_sdk::{BodyError, Request, full, next, problem};
+use tollgate_sdk::config::Vars;
+use tollgate_sdk::filter::{Filter, Request, ResponseEdits, Verdict};
+use tollgate_sdk::problem;
 
-static CONFIG: OnceLock<Result<Config, String>> = OnceLock::new();
-
-fn refuse(input: &str) -> tollgate_sdk::Response {
-    problem::problem(
+fn refuse(input: &str) -> Verdict {
+    Verdict::Answer(problem::plain(
         400,
         "Bad Request",
         &format!("The URL in {input} is not allowed."),
-    )
+    ))
 }
 
-async fn handle(req: Request) -> tollgate_sdk::Result {
-    let config = match tollgate_sdk::config::cached(&CONFIG, policy::VARIABLES, Config::parse).await
-    {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("url-guard: configuration error: {e}");
-            return Ok(problem::respond(500, "The request could not be processed."));
-        }
-    };
-    let resolve: ssrf::Resolve = &resolve;
-    if let Some(input) = policy::check_query(config, req.uri().query(), resolve) {
-        return Ok(refuse(&input));
+impl Filter for Config {
+    const VARIABLES: &'static [&'static str] = policy::VARIABLES;
+
+    fn init(vars: &Vars) -> Result<Self, String> {
+        Config::parse(vars)
     }
-    let headers = req
-        .headers()
-        .iter()
-        .map(|(k, v)| (k.as_str(), v.as_bytes()));
-    if let Some(input) = policy::check_headers(config, headers, resolve) {
-        return Ok(refuse(&input));
+
+    /// Bodies are read only when JSON fields are to be checked.
+    fn body_limit(&self) -> Option<usize> {
+        (!self.json_pointers.is_empty()).then_some(self.max_body_bytes)
     }
-    let is_json =
-        tollgate_sdk::request::header_str(req.headers(), "content-type").is_some_and(|ct| {
-            let ct = ct.to_ascii_lowercase();
-            ct.starts_with("application/json") || ct.contains("+json")
-        });
-    if config.json_pointers.is_empty() || !is_json {
-        return next(req).await;
-    }
-    let (parts, body) = match tollgate_sdk::read_body(req, config.max_body_bytes).await {
-        Ok(b) => b,
-        Err(BodyError::TooLarge) => {
-            return Ok(problem::respond(
-                413,
-                "The request body is too large to inspect.",
-            ));
+
+    fn on_request(&self, req: &mut Request, _: &mut ResponseEdits) -> Verdict {
+        let resolve: ssrf::Resolve = &resolve;
+        if let Some(input) = policy::check_query(self, req.uri().query(), resolve) {
+            return refuse(&input);
         }
-        Err(BodyError::Broken) => {
-            return Ok(problem::respond(400, "The request body could not be read."));
+        let headers = req
+            .headers()
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_bytes()));
+        if let Some(input) = policy::check_headers(self, headers, resolve) {
+            return refuse(&input);
         }
-    };
-    match policy::check_json(config, &body, resolve) {
-        BodyVerdict::Pass => next(tollgate_sdk::http::Request::from_parts(parts, full(body))).await,
-        BodyVerdict::Refused(input) => Ok(refuse(&input)),
-        BodyVerdict::Malformed => Ok(problem::respond(400, "The request body is not valid JSON.")),
+        let is_json = tollgate_sdk::request::header_str(req.headers(), "content-type")
+            .is_some_and(|ct| {
+                let ct = ct.to_ascii_lowercase();
+                ct.starts_with("application/json") || ct.contains("+json")
+            });
+        let Some(body) = req.body().filter(|_| is_json) else {
+            return Verdict::Continue;
+        };
+        match policy::check_json(self, body, resolve) {
+            BodyVerdict::Pass => Verdict::Continue,
+            BodyVerdict::Refused(input) => refuse(&input),
+            BodyVerdict::Malformed => Verdict::Answer(problem::answer(
+                400,
+                "The request body is not valid JSON.",
+            )),
+        }
     }
 }
 
@@ -80,4 +75,4 @@ fn resolve(host: &str, port: u16) -> Option<Vec<std::net::IpAddr>> {
         .map(|addrs| addrs.map(|a| a.ip()).collect())
 }
 
-tollgate_sdk::export_middleware!(handle);
+tollgate_sdk::export_filter!(Config);

@@ -1,31 +1,32 @@
 //! An example third-party Tollgate plugin, written only with the SDK:
 //! refuses clients by IP address. Configure it with the variables `allow`
-//! and `deny` (comma-separated CIDRs). The decision logic is in [`rules`].
+//! and `deny` (comma-separated CIDRs). The decision logic is in [`rules`];
+//! this file is the filter's thin entry point.
 
 pub mod rules;
 
-use std::sync::OnceLock;
-
 use rules::Rules;
-use tollgate_sdk::{Request, next, problem, request::client_ip};
+use tollgate_sdk::config::Vars;
+use tollgate_sdk::filter::{Filter, Request, ResponseEdits, Verdict};
+use tollgate_sdk::{problem, request::client_ip};
 
-static RULES: OnceLock<Result<Rules, String>> = OnceLock::new();
+impl Filter for Rules {
+    const VARIABLES: &'static [&'static str] = rules::VARIABLES;
 
-async fn handle(req: Request) -> tollgate_sdk::Result {
-    let rules = match tollgate_sdk::config::cached(&RULES, rules::VARIABLES, Rules::parse).await {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("ip-filter: configuration error: {e}");
-            return Ok(problem::respond(500, "The request could not be processed."));
-        }
-    };
-    if !rules.admits(client_ip(req.headers())) {
-        return Ok(problem::respond(
-            403,
-            "Access from this address is not allowed.",
-        ));
+    fn init(vars: &Vars) -> Result<Self, String> {
+        Rules::parse(vars)
     }
-    next(req).await
+
+    fn on_request(&self, req: &mut Request, _: &mut ResponseEdits) -> Verdict {
+        if self.admits(client_ip(req.headers())) {
+            Verdict::Continue
+        } else {
+            Verdict::Answer(problem::answer(
+                403,
+                "Access from this address is not allowed.",
+            ))
+        }
+    }
 }
 
-tollgate_sdk::export_middleware!(handle);
+tollgate_sdk::export_filter!(Rules);

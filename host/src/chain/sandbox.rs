@@ -1,42 +1,34 @@
-//! The wasmtime side of the gateway: one engine (pooling allocator, epoch
-//! interruption), one linker with every interface a gate component may
-//! import, and per route a compiled, pre-instantiated chain served through
-//! `wasmtime-wasi-http`'s `ProxyHandler`, which reuses instances.
+//! Every component instance's sandbox and store data, whichever path runs
+//! it: the one engine (pooling allocator, epoch interruption), the store
+//! data ([`ChainState`]) with its memory cap and per-request deadline, the
+//! linker with every interface a gate component may import, and the
+//! factory that makes stores for a route.
 //!
-//! The sandbox lives here too: each request gets a wall-clock deadline
-//! (epoch interruption traps a guest that spins past it), and each instance
-//! a linear-memory cap. Whatever a guest does, only its own request fails.
+//! Whatever a guest does, only its own request fails: a guest past its
+//! deadline traps at the next epoch tick, and a memory over its cap does
+//! not grow; both are recorded in the request's [`RequestSlot`] first.
 
-use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use wasmtime::component::{Accessor, Component, GuestTaskId, Linker, Resource, ResourceTable};
+use wasmtime::component::{Accessor, Linker, Resource, ResourceTable};
 use wasmtime::error::Context as _;
 use wasmtime::{
     Config as EngineConfig, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store,
-    StoreContextMut, UpdateDeadline,
+    UpdateDeadline,
 };
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
-use wasmtime_wasi_http::handler::{
-    HandlerState, Instance, Proxy, ProxyHandler, ShouldAccept, WorkerExpiration, WorkerState,
-    WorkerStatus,
-};
-use wasmtime_wasi_http::p3::bindings::ServicePre;
 use wasmtime_wasi_http::p3::bindings::http::{client::HostWithStore as _, types as p3};
 use wasmtime_wasi_http::{WasiHttp, WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
-use crate::config::{Limits, Route};
+use super::slot::{Failure, RequestSlot};
+use crate::config::{Limits, Origin, Route};
 use crate::outbound::{ClientHooks, OriginClient, OriginHooks};
 use crate::services::{HasServices, RouteServices, ServicesView};
 use crate::stdio::LogStream;
 
 /// How often the epoch ticks; the granularity of deadline enforcement.
-const EPOCH_TICK: Duration = Duration::from_millis(10);
-/// How long an idle instance is kept for reuse.
-const IDLE_INSTANCE: Duration = Duration::from_secs(30);
+pub const EPOCH_TICK: Duration = Duration::from_millis(10);
 /// Most linear memories one composed chain may have (one or two per component).
 const MEMORIES_PER_CHAIN: u32 = 32;
 
@@ -91,10 +83,10 @@ pub fn start_epoch_ticker(engine: &Engine) {
 
 /// Per-instance store data.
 pub struct ChainState {
-    table: ResourceTable,
+    pub(super) table: ResourceTable,
     wasi: WasiCtx,
     http: WasiHttpCtx,
-    origin_hooks: OriginHooks,
+    pub(super) origin_hooks: OriginHooks,
     client_hooks: ClientHooks,
     services: Arc<RouteServices>,
     route: Arc<str>,
@@ -105,37 +97,26 @@ pub struct ChainState {
     current: Option<Arc<RequestSlot>>,
 }
 
-/// Why a request's chain failed, recorded before the trap unwinds so the
-/// ingress can answer and log precisely.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Failure {
-    DeadlineExceeded,
-    MemoryLimit,
-}
-
-/// Per-request record shared between the ingress and the instance.
-pub struct RequestSlot {
-    request_id: String,
-    failure: std::sync::Mutex<Option<Failure>>,
-}
-
-impl RequestSlot {
-    pub fn new(request_id: &str) -> Self {
-        Self {
-            request_id: request_id.to_owned(),
-            failure: Default::default(),
-        }
+impl ChainState {
+    /// Binds the instance to `slot`'s request: its deadline and its record.
+    pub fn arm(&mut self, slot: &Arc<RequestSlot>) {
+        self.deadline = Some(slot.deadline());
+        self.current = Some(slot.clone());
     }
 
-    pub fn failure(&self) -> Option<Failure> {
-        *self.failure.lock().unwrap_or_else(|p| p.into_inner())
+    /// Unbinds the instance after its request.
+    pub fn disarm(&mut self) {
+        self.deadline = None;
+        self.current = None;
+        self.origin_hooks.downstream = None;
     }
 
-    fn record(&self, f: Failure) {
-        self.failure
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get_or_insert(f);
+    pub fn route(&self) -> &str {
+        &self.route
+    }
+
+    pub fn current(&self) -> Option<&Arc<RequestSlot>> {
+        self.current.as_ref()
     }
 }
 
@@ -231,7 +212,7 @@ pub fn linker(engine: &Engine) -> wasmtime::Result<Linker<ChainState>> {
 /// with the origin hooks.
 fn add_terminal_handler(linker: &mut Linker<ChainState>) -> wasmtime::Result<()> {
     linker
-        .instance(crate::compose::HANDLER)?
+        .instance(super::compose::HANDLER)?
         .func_wrap_concurrent(
             "handle",
             |accessor: &Accessor<ChainState>, (request,): (Resource<p3::Request>,)| {
@@ -250,72 +231,42 @@ fn add_terminal_handler(linker: &mut Linker<ChainState>) -> wasmtime::Result<()>
     Ok(())
 }
 
-/// Counters for the instance pool, read by the metrics endpoint.
-#[derive(Default)]
-pub struct PoolStats {
-    pub instantiated: AtomicU64,
-    pub dropped: AtomicU64,
-    pub failed: AtomicU64,
+/// Makes stores for one route's instances, composed or filter.
+#[derive(Clone)]
+pub struct StoreFactory {
+    pub engine: Engine,
+    pub client: Arc<OriginClient>,
+    pub origin: Option<Origin>,
+    pub allowed: Arc<[Origin]>,
+    pub services: Arc<RouteServices>,
+    pub route: Arc<str>,
+    pub memory_cap: usize,
+    pub name_lookup: bool,
 }
 
-/// Everything one route's chain needs to build instances.
-pub struct Chain {
-    pub route: String,
-    pub components: String,
-    engine: Engine,
-    pre: ServicePre<ChainState>,
-    client: Arc<crate::outbound::OriginClient>,
-    origin: Option<crate::config::Origin>,
-    allowed: Arc<[crate::config::Origin]>,
-    services: Arc<RouteServices>,
-    memory_cap: usize,
-    timeout: Duration,
-    reuse: usize,
-    name_lookup: bool,
-    pub stats: Arc<PoolStats>,
-}
-
-impl Chain {
+impl StoreFactory {
     pub fn new(
         engine: &Engine,
-        linker: &Linker<ChainState>,
-        component: &Component,
         route: &Route,
         client: Arc<OriginClient>,
         services: Arc<RouteServices>,
         limits: &Limits,
-        stats: Arc<PoolStats>,
-    ) -> wasmtime::Result<Self> {
-        let names: Vec<&str> = route.middleware.iter().map(|m| m.name.as_str()).collect();
-        let components = names.join(",");
-        let pre = linker
-            .instantiate_pre(component)
-            .with_context(|| format!("route `{}`: linking chain [{components}]", route.name))?;
-        let pre = ServicePre::new(pre).with_context(|| {
-            format!(
-                "route `{}`: chain does not export wasi:http/handler",
-                route.name
-            )
-        })?;
-        Ok(Self {
-            route: route.name.clone(),
-            components,
+    ) -> Self {
+        Self {
             engine: engine.clone(),
-            pre,
             client,
             origin: route.origin.clone(),
             allowed: route.allowed_outbound_hosts.clone().into(),
             services,
+            route: route.name.as_str().into(),
             memory_cap: limits.instance_memory_bytes,
-            timeout: limits.request_timeout,
-            reuse: limits.instance_reuse,
             name_lookup: route.allow_name_lookup,
-            stats,
-        })
+        }
     }
 
-    fn new_store(&self) -> Store<ChainState> {
-        let tag: Arc<str> = format!("{}:{}", self.route, self.components).into();
+    /// A fresh store; `components` names what it will run, for log tags.
+    pub fn store(&self, components: &str) -> Store<ChainState> {
+        let tag: Arc<str> = format!("{}:{components}", self.route).into();
         let mut wasi = WasiCtx::builder();
         wasi.stdout(LogStream::new(tag.clone(), "stdout"));
         wasi.stderr(LogStream::new(tag, "stderr"));
@@ -329,13 +280,14 @@ impl Chain {
             origin_hooks: OriginHooks {
                 client: self.client.clone(),
                 origin: self.origin.clone(),
+                downstream: None,
             },
             client_hooks: ClientHooks {
                 client: self.client.clone(),
                 allowed: self.allowed.clone(),
             },
             services: self.services.clone(),
-            route: self.route.as_str().into(),
+            route: self.route.clone(),
             memory_cap: self.memory_cap,
             deadline: None,
             current: None,
@@ -350,7 +302,7 @@ impl Chain {
                 }
                 Err(wasmtime::Trap::Interrupt.into())
             } else {
-                // Let other tasks (and the expiry check) run between ticks.
+                // Let other requests (and the expiry check) run between ticks.
                 Ok(UpdateDeadline::Yield(1))
             }
         });
@@ -358,123 +310,3 @@ impl Chain {
         store
     }
 }
-
-impl HandlerState for Chain {
-    type StoreData = ChainState;
-    type WorkerExpiration = Expiry;
-    type WorkerState = Worker;
-
-    async fn instantiate(&self) -> wasmtime::Result<Instance<ChainState, Expiry, Worker>> {
-        let mut store = self.new_store();
-        let service = match self.pre.instantiate_async(&mut store).await {
-            Ok(s) => s,
-            Err(e) => {
-                self.stats.failed.fetch_add(1, Ordering::Relaxed);
-                return Err(e);
-            }
-        };
-        self.stats.instantiated.fetch_add(1, Ordering::Relaxed);
-        Ok(Instance {
-            store,
-            proxy: Proxy::P3(service),
-            view: <ChainState as WasiHttpView>::http,
-            expiration: Expiry {
-                timeout: self.timeout,
-                sleep: None,
-            },
-            state: Worker {
-                timeout: self.timeout,
-                reuse: self.reuse,
-                stats: self.stats.clone(),
-            },
-        })
-    }
-}
-
-/// One instance's policy: one request at a time (so a runaway guest takes
-/// down only its own request), recycled after `reuse` requests.
-pub struct Worker {
-    timeout: Duration,
-    reuse: usize,
-    stats: Arc<PoolStats>,
-}
-
-impl WorkerState for Worker {
-    type StoreData = ChainState;
-    type RequestData = Arc<RequestSlot>;
-
-    fn should_accept_request(&self, concurrent: usize, total: usize) -> ShouldAccept {
-        if total >= self.reuse {
-            ShouldAccept::Never
-        } else if concurrent > 0 {
-            ShouldAccept::No
-        } else {
-            ShouldAccept::Yes
-        }
-    }
-
-    fn on_request_start(
-        &self,
-        mut store: StoreContextMut<'_, ChainState>,
-        slot: Arc<RequestSlot>,
-        _task: GuestTaskId,
-    ) -> Pin<Box<dyn Future<Output = ()> + Send + Sync>> {
-        let data = store.data_mut();
-        data.deadline = Some(Instant::now() + self.timeout);
-        data.current = Some(slot);
-        Box::pin(tokio::time::sleep(self.timeout))
-    }
-
-    fn drop(&self, store: Store<ChainState>, result: wasmtime::Result<()>) {
-        self.stats.dropped.fetch_add(1, Ordering::Relaxed);
-        if let Err(e) = result {
-            let data = store.data();
-            let request_id = data.current.as_ref().map(|s| s.request_id.as_str());
-            tracing::warn!(
-                request_id = request_id.unwrap_or("-"),
-                route = %data.route,
-                component = failing_component(&e).as_deref().unwrap_or("unknown"),
-                "component failed; its instance was discarded"
-            );
-            tracing::debug!(error = ?e, "component failure detail");
-        }
-    }
-}
-
-/// The component a trap happened in: the module of the innermost wasm
-/// frame, named as its author's build named it (`fixture_runaway.wasm`).
-fn failing_component(e: &wasmtime::Error) -> Option<String> {
-    let bt = e.downcast_ref::<wasmtime::WasmBacktrace>()?;
-    let name = bt.frames().first()?.module().name()?;
-    Some(name.trim_end_matches(".wasm").to_owned())
-}
-
-/// When to retire an instance: idle too long, or (as a second line of
-/// defence behind the per-request expiry) stuck past its deadline.
-pub struct Expiry {
-    timeout: Duration,
-    sleep: Option<Pin<Box<tokio::time::Sleep>>>,
-}
-
-impl WorkerExpiration for Expiry {
-    fn poll(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        state: WorkerStatus,
-        start: Instant,
-    ) -> Poll<()> {
-        let limit = match state {
-            WorkerStatus::Idle => IDLE_INSTANCE,
-            WorkerStatus::Requests | WorkerStatus::PostReturn => self.timeout + EPOCH_TICK * 10,
-        };
-        let at = tokio::time::Instant::from_std(start + limit);
-        match &mut self.sleep {
-            Some(s) if s.deadline() == at => {}
-            slot => *slot = Some(Box::pin(tokio::time::sleep_until(at))),
-        }
-        self.sleep.as_mut().expect("set above").as_mut().poll(cx)
-    }
-}
-
-/// A route's runnable chain.
-pub type ChainHandler = ProxyHandler<Chain>;

@@ -44,6 +44,11 @@ pub fn imports(bytes: &[u8]) -> anyhow::Result<Vec<String>> {
     Ok(interface("component", bytes)?.0)
 }
 
+/// The names a component exports.
+pub fn exports(bytes: &[u8]) -> anyhow::Result<Vec<String>> {
+    Ok(interface("component", bytes)?.1)
+}
+
 /// Whether the component exports and imports `wasi:http/handler@0.3.0`.
 fn handler_use(name: &str, bytes: &[u8]) -> anyhow::Result<(bool, bool)> {
     let (imports, exports) = interface(name, bytes)?;

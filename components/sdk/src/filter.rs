@@ -1,0 +1,279 @@
+//! The one way to write a gate: a [`Filter`]. Its author writes the
+//! decision once; [`export_filter!`](crate::export_filter) exports it twice
+//! from the same `.wasm`:
+//!
+//! - as `tollgate:gate/filter@0.1.0` (see `wit/filter.wit`), the fast path
+//!   Tollgate's host calls synchronously with plain data;
+//! - as a standard `wasi:http/handler@0.3.0` middleware (filter, then
+//!   `next`, then the response edits), which Spin 4.1+ runs unchanged.
+//!
+//! A filter sees the request head (and the body, if it asks for it), may
+//! edit the request's headers, records edits for the response on its way
+//! back, and either lets the request go on or answers it.
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Uri};
+
+use crate::config::Vars;
+
+/// A gate policy, written once for both contracts.
+pub trait Filter: Sized + Send + Sync + 'static {
+    /// The variables the filter reads. On Spin they are loaded through
+    /// `spin:variables`; Tollgate's host hands them to `init`.
+    const VARIABLES: &'static [&'static str];
+
+    /// Whether [`Filter::on_response`] is to be called.
+    const WANTS_RESPONSE: bool = false;
+
+    /// Validates the variables and builds the filter, once per instance.
+    /// Errors name the variable (`variable `x`: ...`) and never its value.
+    fn init(vars: &Vars) -> Result<Self, String>;
+
+    /// The largest body the filter reads; `None` (the default) when it
+    /// never reads bodies, which then are not even sent to it.
+    fn body_limit(&self) -> Option<usize> {
+        None
+    }
+
+    /// Decides on a request. Edits to `req`'s headers go on with it;
+    /// `res` collects edits for the response that comes back through this
+    /// filter, including the filter's own answer.
+    fn on_request(&self, req: &mut Request, res: &mut ResponseEdits) -> Verdict;
+
+    /// Edits a response on its way back, after `on_request`'s edits.
+    fn on_response(&self, _status: u16, _headers: &HeaderMap, _res: &mut ResponseEdits) {}
+}
+
+/// A filter's own answer: a complete response as plain data.
+pub type Answer = http::Response<Bytes>;
+
+/// What [`Filter::on_request`] decided.
+pub enum Verdict {
+    /// Pass the (edited) request on.
+    Continue,
+    /// Answer now; nothing further in the chain sees the request.
+    Answer(Answer),
+}
+
+/// One change to a header block.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HeaderOp {
+    Set(HeaderName, HeaderValue),
+    Append(HeaderName, HeaderValue),
+    Remove(HeaderName),
+}
+
+impl HeaderOp {
+    pub fn apply(&self, headers: &mut HeaderMap) {
+        match self {
+            HeaderOp::Set(n, v) => {
+                headers.insert(n.clone(), v.clone());
+            }
+            HeaderOp::Append(n, v) => {
+                headers.append(n.clone(), v.clone());
+            }
+            HeaderOp::Remove(n) => {
+                headers.remove(n);
+            }
+        }
+    }
+}
+
+/// Parses a header name and value, `None` if either is invalid.
+fn field(name: &str, value: &str) -> Option<(HeaderName, HeaderValue)> {
+    Some((
+        HeaderName::from_bytes(name.as_bytes()).ok()?,
+        HeaderValue::from_str(value).ok()?,
+    ))
+}
+
+/// The request a filter decides on.
+pub struct Request {
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Option<Bytes>,
+    edits: Vec<HeaderOp>,
+}
+
+impl Request {
+    pub fn new(method: Method, uri: Uri, headers: HeaderMap, body: Option<Bytes>) -> Self {
+        Self {
+            method,
+            uri,
+            headers,
+            body,
+            edits: Vec::new(),
+        }
+    }
+
+    pub fn method(&self) -> &Method {
+        &self.method
+    }
+
+    pub fn uri(&self) -> &Uri {
+        &self.uri
+    }
+
+    pub fn headers(&self) -> &HeaderMap {
+        &self.headers
+    }
+
+    /// The body, when [`Filter::body_limit`] asked for it.
+    pub fn body(&self) -> Option<&Bytes> {
+        self.body.as_ref()
+    }
+
+    /// Sets `name` (replacing any values); an invalid name or value is ignored.
+    pub fn set_header(&mut self, name: &str, value: &str) {
+        if let Some((n, v)) = field(name, value) {
+            let op = HeaderOp::Set(n, v);
+            op.apply(&mut self.headers);
+            self.edits.push(op);
+        }
+    }
+
+    /// Removes every value of `name`.
+    pub fn remove_header(&mut self, name: &str) {
+        if let Ok(n) = HeaderName::from_bytes(name.as_bytes())
+            && self.headers.contains_key(&n)
+        {
+            let op = HeaderOp::Remove(n);
+            op.apply(&mut self.headers);
+            self.edits.push(op);
+        }
+    }
+
+    /// The head after the filter's edits, and the edits themselves.
+    pub fn into_parts(self) -> (HeaderMap, Vec<HeaderOp>, Option<Bytes>) {
+        (self.headers, self.edits, self.body)
+    }
+}
+
+/// Edits for the response on its way back through a filter.
+#[derive(Debug, Default, Clone)]
+pub struct ResponseEdits(Vec<HeaderOp>);
+
+impl ResponseEdits {
+    /// Sets `name`, replacing what the response had.
+    pub fn set(&mut self, name: &str, value: &str) {
+        if let Some((n, v)) = field(name, value) {
+            self.0.push(HeaderOp::Set(n, v));
+        }
+    }
+
+    /// Adds a value to `name`.
+    pub fn append(&mut self, name: &str, value: &str) {
+        if let Some((n, v)) = field(name, value) {
+            self.0.push(HeaderOp::Append(n, v));
+        }
+    }
+
+    /// Removes `name` from the response.
+    pub fn remove(&mut self, name: &str) {
+        if let Ok(n) = HeaderName::from_bytes(name.as_bytes()) {
+            self.0.push(HeaderOp::Remove(n));
+        }
+    }
+
+    pub fn ops(&self) -> &[HeaderOp] {
+        &self.0
+    }
+
+    pub fn into_ops(self) -> Vec<HeaderOp> {
+        self.0
+    }
+
+    pub fn apply(&self, headers: &mut HeaderMap) {
+        for op in &self.0 {
+            op.apply(headers);
+        }
+    }
+}
+
+/// The answer to a body larger than the filter's limit.
+pub fn body_too_large() -> http::Response<Bytes> {
+    crate::problem::answer(413, "The request body is too large to inspect.")
+}
+
+/// Runs `filter` on `req`: the one decision both exports share. A body
+/// over the filter's limit is answered here, before the filter sees it.
+pub fn decide<F: Filter>(filter: &F, req: &mut Request, res: &mut ResponseEdits) -> Verdict {
+    if let (Some(limit), Some(body)) = (filter.body_limit(), req.body())
+        && body.len() > limit
+    {
+        return Verdict::Answer(body_too_large());
+    }
+    filter.on_request(req, res)
+}
+
+/// Splits `variable `x`: message` into its variable and message.
+pub fn split_config_error(e: &str) -> (&str, &str) {
+    e.strip_prefix("variable `")
+        .and_then(|rest| rest.split_once("`: "))
+        .unwrap_or(("", e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Deny;
+    impl Filter for Deny {
+        const VARIABLES: &'static [&'static str] = &[];
+        fn init(_: &Vars) -> Result<Self, String> {
+            Ok(Deny)
+        }
+        fn body_limit(&self) -> Option<usize> {
+            Some(4)
+        }
+        fn on_request(&self, req: &mut Request, res: &mut ResponseEdits) -> Verdict {
+            req.set_header("x-seen", "1");
+            req.remove_header("x-drop");
+            res.append("vary", "Origin");
+            Verdict::Continue
+        }
+    }
+
+    #[test]
+    fn edits_are_applied_and_recorded() {
+        let mut h = HeaderMap::new();
+        h.insert("x-drop", HeaderValue::from_static("a"));
+        let mut req = Request::new(Method::GET, Uri::from_static("/"), h, Some(Bytes::new()));
+        let mut res = ResponseEdits::default();
+        assert!(matches!(decide(&Deny, &mut req, &mut res), Verdict::Continue));
+        let (headers, edits, _) = req.into_parts();
+        assert_eq!(headers.get("x-seen").unwrap(), "1");
+        assert!(!headers.contains_key("x-drop"));
+        assert_eq!(edits.len(), 2);
+        let mut out = HeaderMap::new();
+        out.insert("vary", HeaderValue::from_static("Accept"));
+        res.apply(&mut out);
+        assert_eq!(out.get_all("vary").iter().count(), 2);
+    }
+
+    #[test]
+    fn a_body_over_the_limit_is_answered_before_the_filter() {
+        let mut req = Request::new(
+            Method::POST,
+            Uri::from_static("/"),
+            HeaderMap::new(),
+            Some(Bytes::from_static(b"12345")),
+        );
+        let mut res = ResponseEdits::default();
+        match decide(&Deny, &mut req, &mut res) {
+            Verdict::Answer(a) => assert_eq!(a.status(), 413),
+            Verdict::Continue => panic!("a body over the limit went on"),
+        }
+        assert!(req.headers().get("x-seen").is_none());
+    }
+
+    #[test]
+    fn config_errors_split_into_variable_and_message() {
+        assert_eq!(
+            split_config_error("variable `jwt_secret`: must be at least 32 bytes"),
+            ("jwt_secret", "must be at least 32 bytes")
+        );
+        assert_eq!(split_config_error("no variable"), ("", "no variable"));
+    }
+}
