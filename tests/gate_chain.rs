@@ -79,7 +79,6 @@ fn req(url: &str, headers: &[(&str, &str)]) -> http::Request<http_body_util::Ful
     b.body(Default::default()).unwrap()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn exactly_the_limit_reaches_the_origin_under_concurrency() {
     let origin = Origin::start().await;
     let gw = Gateway::start(&gate_config(&origin.url(), ""));
@@ -129,7 +128,6 @@ async fn exactly_the_limit_reaches_the_origin_under_concurrency() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn forged_identity_headers_never_reach_the_origin() {
     let origin = Origin::start().await;
     let gw = Gateway::start(&gate_config(&origin.url(), ""));
@@ -174,7 +172,6 @@ async fn forged_identity_headers_never_reach_the_origin() {
     assert_eq!(origin.count(), before);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn every_auth_failure_looks_the_same() {
     let origin = Origin::start().await;
     let gw = Gateway::start(&gate_config(&origin.url(), ""));
@@ -236,7 +233,6 @@ async fn every_auth_failure_looks_the_same() {
     assert_eq!(origin.last().headers["x-auth-subject"], "erin");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn missing_scopes_get_403() {
     let origin = Origin::start().await;
     let gw = Gateway::start(&gate_config(&origin.url(), "read"));
@@ -256,7 +252,6 @@ async fn missing_scopes_get_403() {
     assert_eq!(origin.count(), 1);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn repeated_failures_lock_the_account_even_for_the_right_key() {
     let origin = Origin::start().await;
     let gw = Gateway::start(&gate_config(&origin.url(), ""));
@@ -296,7 +291,6 @@ async fn repeated_failures_lock_the_account_even_for_the_right_key() {
     assert_eq!(origin.count(), 1);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn cors_never_reflects_an_unlisted_origin() {
     let origin = Origin::start().await;
     let gw = Gateway::start(&gate_config(&origin.url(), ""));
@@ -380,7 +374,6 @@ async fn cors_never_reflects_an_unlisted_origin() {
     assert!(r.header("x-request-id").is_some());
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn ssrf_urls_are_refused_by_name() {
     let origin = Origin::start().await;
     let gw = Gateway::start(&gate_config(&origin.url(), ""));
@@ -442,7 +435,6 @@ fn loopback_alias() -> String {
         .expect("this test needs a loopback alias other than localhost in /etc/hosts")
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn dns_mode_refuses_names_that_resolve_inside() {
     let origin = Origin::start().await;
     let alias = loopback_alias();
@@ -473,3 +465,14 @@ async fn dns_mode_refuses_names_that_resolve_inside() {
     );
     assert_eq!(origin.count(), 1);
 }
+
+on_both_paths!(
+    exactly_the_limit_reaches_the_origin_under_concurrency,
+    forged_identity_headers_never_reach_the_origin,
+    every_auth_failure_looks_the_same,
+    missing_scopes_get_403,
+    repeated_failures_lock_the_account_even_for_the_right_key,
+    cors_never_reflects_an_unlisted_origin,
+    ssrf_urls_are_refused_by_name,
+    dns_mode_refuses_names_that_resolve_inside,
+);

@@ -31,6 +31,9 @@ fn up_with(origin: &Origin, extra: &[(&str, &str)], args: &[&str]) -> Gateway {
     ];
     env.extend_from_slice(extra);
     let mut argv = vec!["up", "-f", &manifest, "--listen", "127.0.0.1:0"];
+    if composed() {
+        argv.push("--no-fast-path");
+    }
     argv.extend_from_slice(args);
     Gateway::spawn(&argv, &env, tempdir::TempDir::new(), false)
 }
@@ -46,7 +49,6 @@ fn with_key(
     b.body(Default::default()).unwrap()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn spin_toml_runs_every_middleware_in_front_of_the_origin_component() {
     let origin = Origin::start().await;
     let gw = up(
@@ -104,7 +106,6 @@ async fn spin_toml_runs_every_middleware_in_front_of_the_origin_component() {
     assert_eq!(origin.count(), before);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_origin_component_retries_idempotent_requests_with_backoff() {
     let origin = Origin::start().await;
     let gw = up(&origin, &[]);
@@ -282,7 +283,6 @@ fn manifest_errors_name_the_problem() {
 /// up` instances of the same spin.toml then share one limit, with the
 /// increment-only algorithm a Spin app on Spin's Redis store would use, and
 /// the state is in Redis under the rate limiter's keys.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn runtime_config_shares_state_through_redis() {
     let redis = Redis::start();
     let origin = Origin::start().await;
@@ -379,3 +379,9 @@ fn unsupported_runtime_config_is_refused_naming_the_key() {
         );
     }
 }
+
+on_both_paths!(
+    spin_toml_runs_every_middleware_in_front_of_the_origin_component,
+    the_origin_component_retries_idempotent_requests_with_backoff,
+    runtime_config_shares_state_through_redis,
+);

@@ -125,7 +125,8 @@ pub async fn build(config: &Config) -> anyhow::Result<Gateway> {
                 stores: route.key_value_stores.clone(),
                 kv: kv.clone(),
             });
-            let stores = StoreFactory::new(&engine, route, client.clone(), services, &config.limits);
+            let stores =
+                StoreFactory::new(&engine, route, client.clone(), services, &config.limits);
             let mut segments = Vec::new();
             for run in plan(route, config.fast_path)? {
                 let segment = match run {
@@ -230,8 +231,8 @@ fn plan(route: &crate::config::Route, fast_path: bool) -> anyhow::Result<Vec<Run
         let primary = route.origin.is_none() && i == n - 1;
         let filter = fast_path
             && !primary
-            && compose::exports(&component_bytes(&m.source)?)
-                .with_context(|| format!("route `{}`: component `{}`", route.name, m.name))?
+            && compose::exports(&m.name, &component_bytes(&m.source)?)
+                .with_context(|| format!("route `{}`", route.name))?
                 .iter()
                 .any(|e| e == FILTER);
         match (runs.last_mut(), filter) {
@@ -253,7 +254,9 @@ fn setup_error(index: usize, route: &crate::config::Route, e: SetupError) -> any
                     if variable.is_empty() {
                         format!("route[{index}] component {component}: {message}")
                     } else {
-                        format!("route[{index}] component {component}: variable `{variable}`: {message}")
+                        format!(
+                            "route[{index}] component {component}: variable `{variable}`: {message}"
+                        )
                     }
                 })
                 .collect();

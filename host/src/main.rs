@@ -56,6 +56,10 @@ enum Command {
         /// store lives (`type = "redis"`).
         #[arg(long = "runtime-config-file")]
         runtime_config: Option<PathBuf>,
+        /// Run every middleware as a composed `wasi:http` handler, as Spin
+        /// does, even those that offer the filter fast path.
+        #[arg(long = "no-fast-path")]
+        no_fast_path: bool,
     },
     /// Validate a configuration file and exit.
     Check { config: PathBuf },
@@ -104,9 +108,11 @@ fn main() -> ExitCode {
             listen,
             admin,
             runtime_config,
+            no_fast_path,
         } => {
             let loaded =
                 manifest::load(&file, &config::Env::process(), listen, admin).and_then(|mut c| {
+                    c.fast_path = !no_fast_path;
                     match &runtime_config {
                         Some(path) => runtime_config::apply(path, &mut c).map(|()| c),
                         None => Ok(c),

@@ -147,8 +147,15 @@ impl WasiHttpHooks for OriginHooks {
     ) -> Box<dyn Future<Output = SendResult> + Send> {
         if let Some(downstream) = self.downstream.clone() {
             return Box::new(async move {
-                let res = downstream.run(request).await?;
-                Ok((res, Box::new(async { Ok(()) }) as Box<dyn Future<Output = _> + Send>))
+                // The rest of the chain runs as its own task: its filters'
+                // stores cannot run inside this store's event loop.
+                let res = tokio::spawn(downstream.run(request))
+                    .await
+                    .map_err(|_| HttpError::InternalError(None))??;
+                Ok((
+                    res,
+                    Box::new(async { Ok(()) }) as Box<dyn Future<Output = _> + Send>,
+                ))
             });
         }
         let client = self.client.clone();

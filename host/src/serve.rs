@@ -23,14 +23,14 @@ use tokio::sync::watch;
 use wasmtime_wasi_http::handler::{ExpirationError, InstantiationError};
 use wasmtime_wasi_http::p3::bindings::http::types::ErrorCode;
 
+use crate::chain::ChainError;
+use crate::chain::composed::ComposedRequest;
+use crate::chain::slot::{Failure, RequestSlot};
 use crate::config::Limits;
 use crate::forwarded;
 use crate::gateway::{Gateway, RouteRuntime};
 use crate::outbound::strip_hop_by_hop;
 use crate::problem::Problem;
-use crate::chain::ChainError;
-use crate::chain::composed::ComposedRequest;
-use crate::chain::slot::{Failure, RequestSlot};
 use crate::timing;
 
 /// The body type of every response the gateway sends.

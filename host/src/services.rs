@@ -137,39 +137,22 @@ impl store::HostBucket for ServicesView<'_> {
         Ok(())
     }
 
-    async fn get(
-        &mut self,
-        b: Resource<Bucket>,
-        key: String,
-    ) -> KvResult<Option<Vec<u8>>> {
+    async fn get(&mut self, b: Resource<Bucket>, key: String) -> KvResult<Option<Vec<u8>>> {
         let kv = self.backend(&b)?;
         Ok(kv.get(&key).await.map_err(store_error))
     }
 
-    async fn set(
-        &mut self,
-        b: Resource<Bucket>,
-        key: String,
-        value: Vec<u8>,
-    ) -> KvResult<()> {
+    async fn set(&mut self, b: Resource<Bucket>, key: String, value: Vec<u8>) -> KvResult<()> {
         let kv = self.backend(&b)?;
         Ok(kv.set(&key, value).await.map_err(store_error))
     }
 
-    async fn delete(
-        &mut self,
-        b: Resource<Bucket>,
-        key: String,
-    ) -> KvResult<()> {
+    async fn delete(&mut self, b: Resource<Bucket>, key: String) -> KvResult<()> {
         let kv = self.backend(&b)?;
         Ok(kv.delete(&key).await.map_err(store_error))
     }
 
-    async fn exists(
-        &mut self,
-        b: Resource<Bucket>,
-        key: String,
-    ) -> KvResult<bool> {
+    async fn exists(&mut self, b: Resource<Bucket>, key: String) -> KvResult<bool> {
         let kv = self.backend(&b)?;
         Ok(kv.exists(&key).await.map_err(store_error))
     }
@@ -200,12 +183,7 @@ impl store::HostBucket for ServicesView<'_> {
 // --- wasi:keyvalue/atomics ------------------------------------------------
 
 impl atomics::Host for ServicesView<'_> {
-    async fn increment(
-        &mut self,
-        b: Resource<Bucket>,
-        key: String,
-        delta: i64,
-    ) -> KvResult<i64> {
+    async fn increment(&mut self, b: Resource<Bucket>, key: String, delta: i64) -> KvResult<i64> {
         let kv = self.backend(&b)?;
         Ok(kv.increment(&key, delta).await.map_err(store_error))
     }
@@ -240,11 +218,7 @@ impl atomics::HostCas for ServicesView<'_> {
         Ok(())
     }
 
-    async fn new(
-        &mut self,
-        b: Resource<Bucket>,
-        key: String,
-    ) -> KvResult<Resource<Cas>> {
+    async fn new(&mut self, b: Resource<Bucket>, key: String) -> KvResult<Resource<Cas>> {
         let kv = self.backend(&b)?;
         let read = match kv.cas_read(&key).await {
             Ok(r) => r,
@@ -274,11 +248,7 @@ impl batch::Host for ServicesView<'_> {
         Ok(Ok(out))
     }
 
-    async fn set_many(
-        &mut self,
-        b: Resource<Bucket>,
-        kvs: Vec<(String, Vec<u8>)>,
-    ) -> KvResult<()> {
+    async fn set_many(&mut self, b: Resource<Bucket>, kvs: Vec<(String, Vec<u8>)>) -> KvResult<()> {
         let kv = self.backend(&b)?;
         for (k, v) in kvs {
             if let Err(e) = kv.set(&k, v).await {
@@ -288,11 +258,7 @@ impl batch::Host for ServicesView<'_> {
         Ok(Ok(()))
     }
 
-    async fn delete_many(
-        &mut self,
-        b: Resource<Bucket>,
-        keys: Vec<String>,
-    ) -> KvResult<()> {
+    async fn delete_many(&mut self, b: Resource<Bucket>, keys: Vec<String>) -> KvResult<()> {
         let kv = self.backend(&b)?;
         for k in keys {
             if let Err(e) = kv.delete(&k).await {

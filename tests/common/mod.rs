@@ -318,10 +318,49 @@ fn shared_cache_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("cache")
 }
 
+thread_local! {
+    /// Whether this test thread runs chains on the composed path only.
+    static COMPOSED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Whether the current test runs every middleware as a composed
+/// `wasi:http` handler (`fast_path = false`) rather than as filters.
+pub fn composed() -> bool {
+    COMPOSED.with(|c| c.get())
+}
+
+/// Runs an async test body on a 4-worker runtime, on the chosen path.
+pub fn run_on_path<F: std::future::Future<Output = ()>>(composed: bool, body: F) {
+    COMPOSED.with(|c| c.set(composed));
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(4)
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(body);
+}
+
+/// Declares each named `async fn` test twice: on the filter fast path
+/// (`fast_path::NAME`) and on the composed `wasi:http` path
+/// (`composed_path::NAME`), so neither path can rot.
+#[macro_export]
+macro_rules! on_both_paths {
+    ($($name:ident),* $(,)?) => {
+        mod fast_path {
+            $( #[test] fn $name() { $crate::common::run_on_path(false, super::$name()) } )*
+        }
+        mod composed_path {
+            $( #[test] fn $name() { $crate::common::run_on_path(true, super::$name()) } )*
+        }
+    };
+}
+
 /// A gateway config with the given routes and components; listens on port 0.
+/// On the composed path (see [`composed`]) filters are not used.
 pub fn config(extra: &str) -> String {
+    let fast_path = !composed();
     format!(
-        "[server]\nlisten = [\"127.0.0.1:0\"]\nadmin_listen = \"127.0.0.1:0\"\nshutdown_timeout_ms = 10000\n\n{extra}"
+        "[server]\nlisten = [\"127.0.0.1:0\"]\nadmin_listen = \"127.0.0.1:0\"\nshutdown_timeout_ms = 10000\nfast_path = {fast_path}\n\n{extra}"
     )
 }
 

@@ -40,9 +40,7 @@ pub fn init<F: Filter>(
     match cell.get_or_init(|| F::init(&crate::config::Vars::from_pairs(variables))) {
         Ok(f) => Ok(wit::Capabilities {
             name: name.to_owned(),
-            body_limit: f
-                .body_limit()
-                .map(|l| u32::try_from(l).unwrap_or(u32::MAX)),
+            body_limit: f.body_limit().map(|l| u32::try_from(l).unwrap_or(u32::MAX)),
             wants_response: F::WANTS_RESPONSE,
         }),
         Err(e) => {
@@ -152,7 +150,9 @@ fn response_of(a: http::Response<Bytes>) -> wit::Response {
 fn ops(ops: Vec<HeaderOp>) -> Vec<wit::HeaderOp> {
     ops.into_iter()
         .map(|op| match op {
-            HeaderOp::Set(n, v) => wit::HeaderOp::Set((n.as_str().to_owned(), v.as_bytes().to_vec())),
+            HeaderOp::Set(n, v) => {
+                wit::HeaderOp::Set((n.as_str().to_owned(), v.as_bytes().to_vec()))
+            }
             HeaderOp::Append(n, v) => {
                 wit::HeaderOp::Append((n.as_str().to_owned(), v.as_bytes().to_vec()))
             }

@@ -241,7 +241,10 @@ mod tests {
         h.insert("x-drop", HeaderValue::from_static("a"));
         let mut req = Request::new(Method::GET, Uri::from_static("/"), h, Some(Bytes::new()));
         let mut res = ResponseEdits::default();
-        assert!(matches!(decide(&Deny, &mut req, &mut res), Verdict::Continue));
+        assert!(matches!(
+            decide(&Deny, &mut req, &mut res),
+            Verdict::Continue
+        ));
         let (headers, edits, _) = req.into_parts();
         assert_eq!(headers.get("x-seen").unwrap(), "1");
         assert!(!headers.contains_key("x-drop"));

@@ -46,8 +46,8 @@ impl Filter for Config {
         if let Some(input) = policy::check_headers(self, headers, resolve) {
             return refuse(&input);
         }
-        let is_json = tollgate_sdk::request::header_str(req.headers(), "content-type")
-            .is_some_and(|ct| {
+        let is_json =
+            tollgate_sdk::request::header_str(req.headers(), "content-type").is_some_and(|ct| {
                 let ct = ct.to_ascii_lowercase();
                 ct.starts_with("application/json") || ct.contains("+json")
             });
@@ -57,10 +57,9 @@ impl Filter for Config {
         match policy::check_json(self, body, resolve) {
             BodyVerdict::Pass => Verdict::Continue,
             BodyVerdict::Refused(input) => refuse(&input),
-            BodyVerdict::Malformed => Verdict::Answer(problem::answer(
-                400,
-                "The request body is not valid JSON.",
-            )),
+            BodyVerdict::Malformed => {
+                Verdict::Answer(problem::answer(400, "The request body is not valid JSON."))
+            }
         }
     }
 }

@@ -44,9 +44,9 @@ pub fn imports(bytes: &[u8]) -> anyhow::Result<Vec<String>> {
     Ok(interface("component", bytes)?.0)
 }
 
-/// The names a component exports.
-pub fn exports(bytes: &[u8]) -> anyhow::Result<Vec<String>> {
-    Ok(interface("component", bytes)?.1)
+/// The names component `name` exports.
+pub fn exports(name: &str, bytes: &[u8]) -> anyhow::Result<Vec<String>> {
+    Ok(interface(name, bytes)?.1)
 }
 
 /// Whether the component exports and imports `wasi:http/handler@0.3.0`.

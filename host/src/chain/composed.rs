@@ -20,12 +20,14 @@ use wasmtime_wasi_http::handler::{
 };
 use wasmtime_wasi_http::p3::bindings::ServicePre;
 
-use super::sandbox::{ChainState, EPOCH_TICK, StoreFactory};
+use super::sandbox::{ChainState, StoreFactory};
 use super::slot::RequestSlot;
 use crate::config::{Limits, Route};
 
 /// How long an idle instance is kept for reuse.
 const IDLE_INSTANCE: Duration = Duration::from_secs(30);
+/// How long past its deadline a busy instance may be before it is retired.
+const STUCK_GRACE: Duration = Duration::from_millis(100);
 
 /// Counters for the instance pool, read by the metrics endpoint.
 #[derive(Default)]
@@ -139,7 +141,10 @@ impl WorkerState for Worker {
         let data = store.data_mut();
         data.arm(&request.slot);
         data.origin_hooks.downstream = request.downstream;
-        let left = request.slot.deadline().saturating_duration_since(Instant::now());
+        let left = request
+            .slot
+            .deadline()
+            .saturating_duration_since(Instant::now());
         Box::pin(tokio::time::sleep(left))
     }
 
@@ -190,7 +195,7 @@ impl WorkerExpiration for Expiry {
     ) -> Poll<()> {
         let limit = match state {
             WorkerStatus::Idle => IDLE_INSTANCE,
-            WorkerStatus::Requests | WorkerStatus::PostReturn => self.timeout + EPOCH_TICK * 10,
+            WorkerStatus::Requests | WorkerStatus::PostReturn => self.timeout + STUCK_GRACE,
         };
         let at = tokio::time::Instant::from_std(start + limit);
         match &mut self.sleep {

@@ -182,7 +182,10 @@ impl FilterRun {
                 Err(errors) => {
                     return Err(SetupError::Config {
                         component: f.name.clone(),
-                        errors: errors.into_iter().map(|e| (e.variable, e.message)).collect(),
+                        errors: errors
+                            .into_iter()
+                            .map(|e| (e.variable, e.message))
+                            .collect(),
                     });
                 }
             }
@@ -250,9 +253,7 @@ impl FilterRun {
                 .collect()
                 .await
                 .map_err(|_| {
-                    super::ChainError::Component(wasmtime::format_err!(
-                        "request body unreadable"
-                    ))
+                    super::ChainError::Component(wasmtime::format_err!("request body unreadable"))
                 })?
                 .to_bytes();
             (None, Some(bytes))
@@ -475,7 +476,10 @@ mod tests {
     #[test]
     fn a_filter_cannot_smuggle_an_invalid_header() {
         let mut m = HeaderMap::new();
-        let bad = vec![wit::HeaderOp::Set(("x-a".into(), b"line\r\nbreak".to_vec()))];
+        let bad = vec![wit::HeaderOp::Set((
+            "x-a".into(),
+            b"line\r\nbreak".to_vec(),
+        ))];
         assert!(apply_to_map(&mut m, bad).is_err());
         assert!(header_map(vec![("bad name".into(), b"v".to_vec())]).is_err());
     }

@@ -143,12 +143,11 @@ impl RouteChain {
                 }
                 Some(Segment::Composed(handler)) => {
                     // Straight to the origin needs no detour through the chain.
-                    let downstream = (from + 1 < self.segments.len())
-                        .then(|| Downstream {
-                            chain: self.clone(),
-                            from: from + 1,
-                            slot: slot.clone(),
-                        });
+                    let downstream = (from + 1 < self.segments.len()).then(|| Downstream {
+                        chain: self.clone(),
+                        from: from + 1,
+                        slot: slot.clone(),
+                    });
                     let request = ComposedRequest {
                         slot: slot.clone(),
                         downstream,
