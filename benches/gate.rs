@@ -5,10 +5,16 @@
 //!   decision, CAS write);
 //! - `ssrf_check`: one URL through the url-guard policy;
 //! - `jwt_hs256`: one HS256 token verification;
-//! - `chain/*`: one request through the host's request path and the
-//!   composed four-component chain, in process, no network (the chain ends
-//!   in a primary component that answers itself). `chain/empty` is the
-//!   same path with a one-component chain, as the baseline.
+//! - `chain/*`: one request through the host's whole request path
+//!   (`serve::handle`: limits, routing, forwarding headers, the chain), in
+//!   process, no network. The chain ends in the echo primary component,
+//!   which answers itself on the composed `wasi:http` path; `chain/empty`
+//!   is that primary alone, as the baseline, and the gates in front of it
+//!   take the filter fast path (`chain/four_components_composed`: the same
+//!   four on the composed path, for comparison);
+//! - `filter/*`: one pass through a run of filters alone (each built-in's
+//!   filter call, and all four), with an in-process answer standing in for
+//!   the rest of the chain: what the gates themselves cost per request.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -98,7 +104,7 @@ fn jwt_hs256(c: &mut Criterion) {
 
 /// A gateway whose one route runs `middleware` and ends in the echo
 /// primary component, with limits high enough that nothing is refused.
-async fn gateway(middleware: &str) -> Arc<tollgate::gateway::Gateway> {
+async fn gateway(middleware: &str, fast_path: bool, echo: bool) -> Arc<tollgate::gateway::Gateway> {
     let key_hash: String = Sha256::digest(b"bench-key")
         .iter()
         .map(|b| format!("{b:02x}"))
@@ -107,6 +113,7 @@ async fn gateway(middleware: &str) -> Arc<tollgate::gateway::Gateway> {
         r#"
 [server]
 cache_dir = "{cache}"
+fast_path = {fast_path}
 [components.headers]
 source = "builtin:headers"
 [components.url-guard]
@@ -127,12 +134,14 @@ middleware = [{middleware}]
         cache = concat!(env!("CARGO_TARGET_TMPDIR"), "/cache"),
     );
     let mut cfg = config::parse(&text, std::path::Path::new("."), &config::Env::process()).unwrap();
-    let echo = format!("{}/fixture_echo.wasm", env!("TOLLGATE_WASM_DIR"));
-    cfg.routes[0].origin = None;
-    cfg.routes[0].middleware.push(Middleware {
-        name: "echo".into(),
-        source: ComponentSource::File(echo.into()),
-    });
+    if echo {
+        let echo = format!("{}/fixture_echo.wasm", env!("TOLLGATE_WASM_DIR"));
+        cfg.routes[0].origin = None;
+        cfg.routes[0].middleware.push(Middleware {
+            name: "echo".into(),
+            source: ComponentSource::File(echo.into()),
+        });
+    }
     Arc::new(tollgate::gateway::build(&cfg).await.unwrap())
 }
 
@@ -149,22 +158,15 @@ fn chain(c: &mut Criterion) {
         ("url_guard", r#""url-guard""#),
         ("auth", r#""auth""#),
         ("rate_limit", r#""rate-limit""#),
-        (
-            "four_components",
-            r#""headers", "url-guard", "auth", "rate-limit""#,
-        ),
+        ("four_components", FOUR),
+        ("four_components_composed", FOUR),
     ] {
-        let gw = rt.block_on(gateway(middleware));
+        let gw = rt.block_on(gateway(middleware, !name.ends_with("_composed"), true));
         group.bench_function(name, |b| {
             b.to_async(&rt).iter(|| {
                 let gw = gw.clone();
                 async move {
-                    let req = http::Request::get("/v1/items?q=1")
-                        .header("host", "api.example.com")
-                        .header("x-api-key", "bench-key")
-                        .body(Full::new(Bytes::new()))
-                        .unwrap();
-                    let res = tollgate::serve::handle(gw, peer, req).await;
+                    let res = tollgate::serve::handle(gw, peer, bench_request()).await;
                     assert_eq!(res.status(), 200);
                     res
                 }
@@ -174,5 +176,75 @@ fn chain(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, token_bucket, ssrf_check, jwt_hs256, chain);
+const FOUR: &str = r#""headers", "url-guard", "auth", "rate-limit""#;
+
+/// The request every chain and filter bench sends.
+fn bench_request() -> http::Request<Full<Bytes>> {
+    http::Request::get("/v1/items?q=1")
+        .header("host", "api.example.com")
+        .header("x-api-key", "bench-key")
+        .body(Full::new(Bytes::new()))
+        .unwrap()
+}
+
+/// Each built-in's filter call, and the four in one run, with the rest of
+/// the chain replaced by an in-process 200.
+fn filter(c: &mut Criterion) {
+    use http_body_util::BodyExt;
+    use tollgate::chain::Segment;
+    use tollgate::chain::slot::RequestSlot;
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut group = c.benchmark_group("filter");
+    for (name, middleware) in [
+        ("headers", r#""headers""#),
+        ("url_guard", r#""url-guard""#),
+        ("auth", r#""auth""#),
+        ("rate_limit", r#""rate-limit""#),
+        ("four_components", FOUR),
+    ] {
+        let gw = rt.block_on(gateway(middleware, true, false));
+        group.bench_function(name, |b| {
+            b.to_async(&rt).iter(|| {
+                let gw = gw.clone();
+                async move {
+                    let route = gw.routes.find("api.example.com", "/v1/items").unwrap();
+                    let chain = route.chain.as_ref().unwrap();
+                    let Segment::Filters(run) = &chain.segments()[0] else {
+                        panic!("{name} is not on the fast path");
+                    };
+                    let slot = Arc::new(RequestSlot::new("bench", Duration::from_secs(10)));
+                    let (mut parts, _) = bench_request().into_parts();
+                    parts
+                        .headers
+                        .insert("x-tollgate-client-ip", "203.0.113.7".parse().unwrap());
+                    let req = http::Request::from_parts(
+                        parts,
+                        Full::new(Bytes::new())
+                            .map_err(|never| match never {})
+                            .boxed_unsync(),
+                    );
+                    let res = run
+                        .handle(req, &slot, |_req| async {
+                            Ok(http::Response::new(
+                                Full::new(Bytes::new())
+                                    .map_err(|never| match never {})
+                                    .boxed_unsync(),
+                            ))
+                        })
+                        .await
+                        .unwrap_or_else(|_| panic!("{name} failed"));
+                    assert_eq!(res.status(), 200);
+                    res
+                }
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, token_bucket, ssrf_check, jwt_hs256, chain, filter);
 criterion_main!(benches);

@@ -180,6 +180,18 @@ def main():
             procs.append(subprocess.Popen([str(BIN), "serve", "--config", str(cfg)], stderr=subprocess.DEVNULL,
                                           env=dict(os.environ, RUST_LOG="warn")))
             targets[name] = port
+        # The same four gates as a Spin app: `tollgate up -f spin.toml`,
+        # with limits high enough that nothing is refused.
+        port = free_port()
+        key_hash = hashlib.sha256(API_KEY.encode()).hexdigest()
+        procs.append(subprocess.Popen(
+            [str(BIN), "up", "-f", str(ROOT / "spin.toml"), "--listen", f"127.0.0.1:{port}"],
+            stderr=subprocess.DEVNULL,
+            env=dict(os.environ, RUST_LOG="warn",
+                     SPIN_VARIABLE_ORIGIN_URL=f"http://127.0.0.1:{origin_port}",
+                     SPIN_VARIABLE_API_KEYS=f"bench:{key_hash}",
+                     SPIN_VARIABLE_RATE_POLICIES="per-ip ip 100000000/1s; per-user identity 100000000/1s")))
+        targets["tollgate-up"] = port
         port = free_port()
         (tmp / "nginx.conf").write_text(nginx_config(port, origin_port, tmp))
         nginx = shutil.which("nginx") or "/usr/sbin/nginx"
@@ -209,6 +221,15 @@ def main():
             print(f"{r['target']:<16}{r['connections']:>6}{r['rps']:>12,.0f}{r['rps_ratio']:>10.2f}"
                   f"{r['p50_us']:>10.0f}{r['p50_ratio']:>10.2f}{r['p99_us']:>10.0f}{r['p99_ratio']:>10.2f}"
                   f"{r['non_2xx']:>9}")
+        print()
+        by = {(r["target"], r["connections"]): r for r in rows}
+        for conns in CONNECTIONS:
+            full, empty = by[("tollgate-full", conns)], by[("tollgate-empty", conns)]
+            nginx, up = by[("nginx", conns)], by[("tollgate-up", conns)]
+            print(f"c={conns}: full/empty {full['rps'] / empty['rps']:.2f}x req/s, "
+                  f"full/nginx {full['rps'] / nginx['rps']:.2f}x, empty/nginx {empty['rps'] / nginx['rps']:.2f}x, "
+                  f"up/full {up['rps'] / full['rps']:.2f}x, "
+                  f"full p50 +{full['p50_us'] - empty['p50_us']:.0f} us over empty")
         OUT.mkdir(parents=True, exist_ok=True)
         (OUT / "load.json").write_text(json.dumps({"duration_s": DURATION, "rows": rows}, indent=2) + "\n")
         (OUT / "load.svg").write_text(svg_chart(rows) + "\n")

@@ -117,9 +117,13 @@ fn header_map(fields: Vec<(String, Vec<u8>)>) -> Option<HeaderMap> {
 
 fn request(head: wit::RequestHead) -> Option<filter::Request> {
     let method = http::Method::from_bytes(head.method.as_bytes()).ok()?;
-    let uri = http::Uri::builder()
-        .scheme(head.scheme.as_str())
-        .authority(head.authority.as_str())
+    let mut uri = http::Uri::builder();
+    if !head.authority.is_empty() {
+        uri = uri
+            .scheme(head.scheme.as_str())
+            .authority(head.authority.as_str());
+    }
+    let uri = uri
         .path_and_query(head.path_with_query.as_str())
         .build()
         .ok()?;

@@ -138,6 +138,9 @@ impl WorkerState for Worker {
         request: ComposedRequest,
         _task: GuestTaskId,
     ) -> Pin<Box<dyn Future<Output = ()> + Send + Sync>> {
+        // A fresh tick budget: a pooled instance's old epoch deadline has
+        // passed, and would make its first instruction yield.
+        store.set_epoch_deadline(1);
         let data = store.data_mut();
         data.arm(&request.slot);
         data.origin_hooks.downstream = request.downstream;

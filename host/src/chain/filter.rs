@@ -210,6 +210,9 @@ impl FilterRun {
             },
         };
         set.store.data_mut().arm(slot);
+        // A fresh tick budget: an idle set's old epoch deadline has passed,
+        // and would make the first call yield.
+        set.store.set_epoch_deadline(1);
         Ok(set)
     }
 
