@@ -169,19 +169,29 @@ macro_rules! export_middleware {
 
         #[cfg(target_arch = "wasm32")]
         mod __tollgate_export {
-            pub struct Middleware;
+            $crate::__export_handler!(env!("CARGO_CRATE_NAME"), super::$handler);
+        }
+    };
+}
 
-            $crate::__rt::wasip3::http::service::export!(Middleware);
+/// The `wasi:http/handler` export both export macros share: converts the
+/// request, runs `$handler`, reports timing, converts the response.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __export_handler {
+    ($name:expr, $handler:path) => {
+        pub struct Middleware;
 
-            impl $crate::__rt::wasip3::exports::http::handler::Guest for Middleware {
-                async fn handle(
-                    request: $crate::__rt::wasip3::http::types::Request,
-                ) -> ::core::result::Result<
-                    $crate::__rt::wasip3::http::types::Response,
-                    $crate::__rt::wasip3::http::types::ErrorCode,
-                > {
-                    $crate::__rt::dispatch(request, env!("CARGO_CRATE_NAME"), super::$handler).await
-                }
+        $crate::__rt::wasip3::http::service::export!(Middleware);
+
+        impl $crate::__rt::wasip3::exports::http::handler::Guest for Middleware {
+            async fn handle(
+                request: $crate::__rt::wasip3::http::types::Request,
+            ) -> ::core::result::Result<
+                $crate::__rt::wasip3::http::types::Response,
+                $crate::__rt::wasip3::http::types::ErrorCode,
+            > {
+                $crate::__rt::dispatch(request, $name, $handler).await
             }
         }
     };
@@ -235,23 +245,11 @@ macro_rules! export_filter {
                 }
             }
 
-            pub struct Middleware;
-
-            $crate::__rt::wasip3::http::service::export!(Middleware);
-
-            impl $crate::__rt::wasip3::exports::http::handler::Guest for Middleware {
-                async fn handle(
-                    request: $crate::__rt::wasip3::http::types::Request,
-                ) -> ::core::result::Result<
-                    $crate::__rt::wasip3::http::types::Response,
-                    $crate::__rt::wasip3::http::types::ErrorCode,
-                > {
-                    $crate::__rt::dispatch(request, NAME, |req| {
-                        $crate::abi::handle(&FILTER, NAME, req)
-                    })
-                    .await
-                }
+            async fn handle(req: $crate::Request) -> $crate::Result {
+                $crate::abi::handle(&FILTER, NAME, req).await
             }
+
+            $crate::__export_handler!(NAME, handle);
         }
     };
 }
