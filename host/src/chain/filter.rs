@@ -39,8 +39,10 @@ pub use bindings::{Gate, GatePre};
 /// The interface a filter-capable component exports.
 pub const FILTER: &str = "tollgate:gate/filter@0.1.0";
 
-/// Most idle sets a run keeps for reuse.
-const MAX_IDLE_SETS: usize = 256;
+/// Most idle sets a run keeps for reuse (a set is held only for a
+/// request's pass through the filters, so few are in use at once; the
+/// rest would only hold pool slots).
+const MAX_IDLE_SETS: usize = 64;
 
 type Request = http::Request<WasiBody>;
 type Response = http::Response<WasiBody>;

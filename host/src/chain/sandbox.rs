@@ -40,6 +40,8 @@ pub const EPOCH_TICK: Duration = Duration::from_millis(1);
 const YIELD_AFTER: Duration = Duration::from_millis(2);
 /// Most linear memories one composed chain may have (one or two per component).
 const MEMORIES_PER_CHAIN: u32 = 32;
+/// Component instances per admission slot: room for filter sets.
+const COMPONENTS_PER_SLOT: u32 = 8;
 
 /// Builds the engine all chains share.
 pub fn engine(limits: &Limits) -> wasmtime::Result<Engine> {
@@ -49,7 +51,9 @@ pub fn engine(limits: &Limits) -> wasmtime::Result<Engine> {
     config.epoch_interruption(true);
     let slots = pool_slots(limits);
     let mut pool = PoolingAllocationConfig::new();
-    pool.total_component_instances(slots);
+    // A filter set is one component instance per filter, so allow several
+    // per slot (a slot's metadata is small; memories are bounded below).
+    pool.total_component_instances(slots.saturating_mul(COMPONENTS_PER_SLOT));
     pool.total_core_instances(slots * MEMORIES_PER_CHAIN);
     pool.total_memories(slots * MEMORIES_PER_CHAIN);
     pool.total_tables(slots * MEMORIES_PER_CHAIN);
