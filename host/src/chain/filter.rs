@@ -86,10 +86,6 @@ impl From<wasmtime::Error> for SetupError {
     }
 }
 
-/// A failed request inside a run: the guest failed (already recorded in
-/// the request's slot and logged), or the set's answer was unusable.
-pub type RunError = wasmtime::Error;
-
 /// A run of consecutive filter components in a route's chain.
 pub struct FilterRun {
     filters: Vec<FilterSpec>,
@@ -97,9 +93,8 @@ pub struct FilterRun {
     variables: Vec<(String, String)>,
     names: String,
     pool: Mutex<Vec<FilterSet>>,
-    /// Whether any filter reads the body / wants `on-response`.
+    /// Whether any filter reads the body.
     needs_body: bool,
-    wants_response: bool,
     max_body: usize,
 }
 
@@ -139,7 +134,6 @@ impl FilterRun {
             names,
             pool: Mutex::new(Vec::new()),
             needs_body: false,
-            wants_response: false,
             max_body,
         };
         let (set, caps) = run.instantiate().await?;
@@ -147,21 +141,8 @@ impl FilterRun {
             f.caps = c;
         }
         run.needs_body = run.filters.iter().any(|f| f.caps.body_limit.is_some());
-        run.wants_response = run.filters.iter().any(|f| f.caps.wants_response);
         run.give_back(set);
         Ok(run)
-    }
-
-    pub fn names(&self) -> &str {
-        &self.names
-    }
-
-    pub fn len(&self) -> usize {
-        self.filters.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.filters.is_empty()
     }
 
     /// A new set: every filter instantiated and `init`ed.
@@ -197,7 +178,7 @@ impl FilterRun {
     }
 
     /// An idle set, or a new one; bound to `slot`'s request.
-    async fn take(&self, slot: &Arc<RequestSlot>) -> Result<FilterSet, RunError> {
+    async fn take(&self, slot: &Arc<RequestSlot>) -> wasmtime::Result<FilterSet> {
         let idle = self.pool.lock().unwrap_or_else(|p| p.into_inner()).pop();
         let mut set = match idle {
             Some(s) => s,
@@ -359,11 +340,6 @@ impl FilterRun {
             self.give_back(set);
         }
         Ok(res)
-    }
-
-    /// Whether any filter of the run asked for `on-response`.
-    pub fn wants_response(&self) -> bool {
-        self.wants_response
     }
 }
 
