@@ -16,7 +16,7 @@ use tollgate_sdk::filter::{Filter, Request, ResponseEdits, Verdict};
 use tollgate_sdk::kv::{Store, StoreError};
 use tollgate_sdk::limit::{now_micros, sliding_add, sliding_count};
 use tollgate_sdk::problem;
-use tollgate_sdk::request::{client_ip, header_str, set_header};
+use tollgate_sdk::request::{CLIENT_IP_HEADERS, client_ip, header_str, set_header};
 
 type Response = tollgate_sdk::filter::Answer;
 
@@ -94,6 +94,16 @@ impl Filter for Config {
 
     fn init(vars: &Vars) -> Result<Self, String> {
         Config::parse(vars)
+    }
+
+    fn request_headers(&self) -> Option<Vec<String>> {
+        let mut names: Vec<String> = self.strip_headers.clone();
+        names.extend([self.api_key_header.clone(), "authorization".into()]);
+        names.extend(CLIENT_IP_HEADERS.map(String::from));
+        if let Some(l) = &self.lockout {
+            names.push(l.account_header.clone());
+        }
+        Some(names)
     }
 
     fn on_request(&self, req: &mut Request, _: &mut ResponseEdits) -> Verdict {

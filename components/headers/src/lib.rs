@@ -20,6 +20,37 @@ impl Filter for Config {
         Config::parse(vars)
     }
 
+    fn request_headers(&self) -> Option<Vec<String>> {
+        Some(vec![
+            REQUEST_ID.into(),
+            "origin".into(),
+            "access-control-request-method".into(),
+        ])
+    }
+
+    /// The same on every response: disclosure headers removed, security
+    /// headers set, and, with CORS on, `Vary: Origin` and the origin
+    /// server's own CORS headers removed (the edge decides).
+    fn fixed_response_edits(&self, res: &mut ResponseEdits) {
+        for name in &self.remove {
+            res.remove(name);
+        }
+        for (name, value) in &self.security {
+            res.set(name, value);
+        }
+        if self.cors.is_some() {
+            // Responses differ by Origin whenever CORS is on: caches must know.
+            res.append("vary", "Origin");
+            for n in [
+                "access-control-allow-origin",
+                "access-control-allow-credentials",
+                "access-control-expose-headers",
+            ] {
+                res.remove(n);
+            }
+        }
+    }
+
     fn on_request(&self, req: &mut Request, res: &mut ResponseEdits) -> Verdict {
         let id = request_id(req.headers())
             .map(str::to_owned)
@@ -52,32 +83,15 @@ impl Filter for Config {
     }
 }
 
-/// Response-side edits, for preflights and forwarded requests alike.
+/// The per-request response edits (after the fixed ones), for preflights
+/// and forwarded requests alike: the request id and the CORS grant.
 fn finish(res: &mut ResponseEdits, config: &Config, grant: Option<&policy::CorsGrant>, id: &str) {
-    for name in &config.remove {
-        res.remove(name);
-    }
-    for (name, value) in &config.security {
-        res.set(name, value);
-    }
     res.set(REQUEST_ID, id);
-    if let Some(cors) = &config.cors {
-        // Responses differ by Origin whenever CORS is on: caches must know.
-        res.append("vary", "Origin");
-        // Whatever the origin server said about CORS, the edge decides.
-        for n in [
-            "access-control-allow-origin",
-            "access-control-allow-credentials",
-            "access-control-expose-headers",
-        ] {
-            res.remove(n);
-        }
-        if let Some(g) = grant {
-            res.set("access-control-allow-origin", &g.origin);
-            res.set("access-control-expose-headers", &cors.expose);
-            if g.credentials {
-                res.set("access-control-allow-credentials", "true");
-            }
+    if let (Some(cors), Some(g)) = (&config.cors, grant) {
+        res.set("access-control-allow-origin", &g.origin);
+        res.set("access-control-expose-headers", &cors.expose);
+        if g.credentials {
+            res.set("access-control-allow-credentials", "true");
         }
     }
 }

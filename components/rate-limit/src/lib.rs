@@ -23,6 +23,10 @@ impl Filter for Config {
         Config::parse(vars)
     }
 
+    fn request_headers(&self) -> Option<Vec<String>> {
+        Some(policy::headers_read(self))
+    }
+
     fn on_request(&self, req: &mut Request, res: &mut ResponseEdits) -> Verdict {
         let headers = req.headers();
         let lookup = |name: &str| header_str(headers, name);

@@ -212,6 +212,22 @@ pub fn key_for(config: &Config, policy: &Policy, facts: &Facts) -> Option<String
     Some(key)
 }
 
+/// The request headers the policies' keys are made of.
+pub fn headers_read(config: &Config) -> Vec<String> {
+    let mut names: Vec<String> = tollgate_sdk::request::CLIENT_IP_HEADERS
+        .map(String::from)
+        .to_vec();
+    names.push(config.identity_header.clone());
+    for p in &config.policies {
+        for part in &p.key {
+            if let KeyPart::Header(h) = part {
+                names.push(h.clone());
+            }
+        }
+    }
+    names
+}
+
 /// Client-chosen values are hashed when long, so keys stay bounded.
 fn bounded(value: &str) -> String {
     if value.len() <= 128 && !value.contains(':') {

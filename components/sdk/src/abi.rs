@@ -1,7 +1,7 @@
 //! What [`export_filter!`](crate::export_filter) expands to: one
 //! [`Filter`] served through both contracts.
 //!
-//! - `tollgate:gate/filter@0.1.0` (the bindings below, from `wit/`): plain
+//! - `tollgate:gate/filter@0.2.0` (the bindings below, from `wit/`): plain
 //!   data in, plain data out, called synchronously by Tollgate's host;
 //! - `wasi:http/handler@0.3.0`: [`handle`] runs the same decision, then
 //!   `next`, then the response edits, so Spin runs the same `.wasm`.
@@ -14,7 +14,7 @@ use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue};
 use http_body_util::BodyExt;
 
-use crate::filter::{self, Filter, HeaderOp, ResponseEdits, Verdict};
+use crate::filter::{self, Filter, HeaderOp, Prepared, ResponseEdits, Verdict};
 
 wit_bindgen::generate!({
     path: "../../wit",
@@ -28,7 +28,7 @@ use exports::tollgate::gate::filter as wit;
 
 /// Where an exported filter lives in its instance: built once by `init`
 /// (or, on Spin, by the first request), or the configuration error.
-pub type Cell<F> = OnceLock<Result<F, String>>;
+pub type Cell<F> = OnceLock<Result<Prepared<F>, String>>;
 
 // --- tollgate:gate/filter ---------------------------------------------------
 
@@ -37,11 +37,18 @@ pub fn init<F: Filter>(
     name: &str,
     variables: Vec<(String, String)>,
 ) -> Result<wit::Capabilities, Vec<wit::ConfigError>> {
-    match cell.get_or_init(|| F::init(&crate::config::Vars::from_pairs(variables))) {
-        Ok(f) => Ok(wit::Capabilities {
+    match cell.get_or_init(|| Prepared::init(&crate::config::Vars::from_pairs(variables))) {
+        Ok(p) => Ok(wit::Capabilities {
             name: name.to_owned(),
-            body_limit: f.body_limit().map(|l| u32::try_from(l).unwrap_or(u32::MAX)),
+            body_limit: p
+                .filter
+                .body_limit()
+                .map(|l| u32::try_from(l).unwrap_or(u32::MAX)),
             wants_response: F::WANTS_RESPONSE,
+            request_headers: p
+                .reads()
+                .map(|names| names.iter().map(|n| n.as_str().to_owned()).collect()),
+            response_edits: ops(p.fixed().ops().to_vec()),
         }),
         Err(e) => {
             let (variable, message) = filter::split_config_error(e);
@@ -54,7 +61,7 @@ pub fn init<F: Filter>(
 }
 
 pub fn on_request<F: Filter>(cell: &'static Cell<F>, head: wit::RequestHead) -> wit::Verdict {
-    let Some(Ok(filter)) = cell.get() else {
+    let Some(Ok(Prepared { filter, .. })) = cell.get() else {
         return answer_only(internal_error());
     };
     let Some(mut req) = request(head) else {
@@ -83,7 +90,7 @@ pub fn on_response<F: Filter>(
     status: u16,
     headers: Vec<(String, Vec<u8>)>,
 ) -> Vec<wit::HeaderOp> {
-    let Some(Ok(filter)) = cell.get() else {
+    let Some(Ok(Prepared { filter, .. })) = cell.get() else {
         return Vec::new();
     };
     let headers = header_map(headers).unwrap_or_default();
@@ -178,19 +185,24 @@ pub async fn handle<F: Filter>(
 ) -> crate::Result {
     if cell.get().is_none() {
         let vars = crate::config::Vars::load(F::VARIABLES).await;
-        let _ = cell.set(F::init(&vars));
+        let _ = cell.set(Prepared::init(&vars));
     }
-    let filter = match cell.get().expect("set above") {
-        Ok(f) => f,
+    let prepared = match cell.get().expect("set above") {
+        Ok(p) => p,
         Err(e) => {
             eprintln!("ERROR {name}: configuration error: {e}");
             return Ok(internal_error().map(crate::full));
         }
     };
+    let filter = &prepared.filter;
     let (mut parts, body) = request.into_parts();
-    let headers = std::mem::take(&mut parts.headers);
+    // The filter sees only the headers it reads, as on Tollgate's host;
+    // its edits then go to the whole header block.
+    let view = prepared.view(&parts.headers);
+    let narrowed = view.is_some();
+    let headers = view.unwrap_or_else(|| std::mem::take(&mut parts.headers));
     let (method, uri) = (parts.method.clone(), parts.uri.clone());
-    let mut edits = ResponseEdits::default();
+    let mut edits = prepared.fixed().clone();
     let mut res = match filter.body_limit() {
         // The body is never read: it goes on as the stream it came as.
         None => {
@@ -198,7 +210,7 @@ pub async fn handle<F: Filter>(
             match filter::decide(filter, &mut req, &mut edits) {
                 Verdict::Answer(a) => a.map(crate::full),
                 Verdict::Continue => {
-                    parts.headers = req.into_parts().0;
+                    take_edits(&mut parts.headers, req, narrowed);
                     crate::next(http::Request::from_parts(parts, body)).await?
                 }
             }
@@ -220,8 +232,7 @@ pub async fn handle<F: Filter>(
             match filter::decide(filter, &mut req, &mut edits) {
                 Verdict::Answer(a) => a.map(crate::full),
                 Verdict::Continue => {
-                    let (headers, _, bytes) = req.into_parts();
-                    parts.headers = headers;
+                    let bytes = take_edits(&mut parts.headers, req, narrowed);
                     let body = crate::full(bytes.unwrap_or_default());
                     crate::next(http::Request::from_parts(parts, body)).await?
                 }
@@ -235,4 +246,20 @@ pub async fn handle<F: Filter>(
         more.apply(res.headers_mut());
     }
     Ok(res)
+}
+
+/// Puts the filter's request edits into the forwarded header block: its
+/// view is that block itself unless it was `narrowed` to the headers the
+/// filter reads. Returns the body.
+#[cfg(feature = "middleware")]
+fn take_edits(headers: &mut HeaderMap, req: filter::Request, narrowed: bool) -> Option<Bytes> {
+    let (view, edits, body) = req.into_parts();
+    if narrowed {
+        for op in &edits {
+            op.apply(headers);
+        }
+    } else {
+        *headers = view;
+    }
+    body
 }

@@ -2,7 +2,7 @@
 //! decision once; [`export_filter!`](crate::export_filter) exports it twice
 //! from the same `.wasm`:
 //!
-//! - as `tollgate:gate/filter@0.1.0` (see `wit/filter.wit`), the fast path
+//! - as `tollgate:gate/filter@0.2.0` (see `wit/filter.wit`), the fast path
 //!   Tollgate's host calls synchronously with plain data;
 //! - as a standard `wasi:http/handler@0.3.0` middleware (filter, then
 //!   `next`, then the response edits), which Spin 4.1+ runs unchanged.
@@ -10,6 +10,11 @@
 //! A filter sees the request head (and the body, if it asks for it), may
 //! edit the request's headers, records edits for the response on its way
 //! back, and either lets the request go on or answers it.
+//!
+//! Two declarations keep the fast path cheap, and both paths honour them
+//! the same way ([`Prepared`]): the request headers a filter reads (only
+//! those are handed to it), and the response edits that never depend on
+//! the request (made once, applied to every response through the filter).
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Uri};
@@ -34,6 +39,20 @@ pub trait Filter: Sized + Send + Sync + 'static {
     fn body_limit(&self) -> Option<usize> {
         None
     }
+
+    /// The request headers the filter reads (lower-case names). Only these
+    /// are handed to it, on both paths; `None` (the default) hands it every
+    /// header. A filter that names them is spared copying the rest of a
+    /// request's headers in and out of its memory on every request.
+    fn request_headers(&self) -> Option<Vec<String>> {
+        None
+    }
+
+    /// Response edits that do not depend on the request (fixed security
+    /// headers, say): made once after `init`, and applied to every
+    /// response that comes back through the filter, before the edits
+    /// `on_request` records.
+    fn fixed_response_edits(&self, _res: &mut ResponseEdits) {}
 
     /// Decides on a request. Edits to `req`'s headers go on with it;
     /// `res` collects edits for the response that comes back through this
@@ -191,6 +210,63 @@ impl ResponseEdits {
     }
 }
 
+/// A filter with what it declared once: the headers it reads and its
+/// fixed response edits. Both exports serve this, so the filter sees the
+/// same request and its responses get the same edits on either path.
+pub struct Prepared<F> {
+    pub filter: F,
+    reads: Option<Vec<HeaderName>>,
+    fixed: ResponseEdits,
+}
+
+impl<F: Filter> Prepared<F> {
+    /// Builds the filter from its variables and takes its declarations.
+    /// A name that is not a valid header name is dropped: no request can
+    /// carry it.
+    pub fn init(vars: &Vars) -> Result<Self, String> {
+        let filter = F::init(vars)?;
+        let reads = filter.request_headers().map(|names| {
+            let mut names: Vec<HeaderName> = names
+                .iter()
+                .filter_map(|n| HeaderName::from_bytes(n.as_bytes()).ok())
+                .collect();
+            names.sort_unstable_by(|a, b| a.as_str().cmp(b.as_str()));
+            names.dedup();
+            names
+        });
+        let mut fixed = ResponseEdits::default();
+        filter.fixed_response_edits(&mut fixed);
+        Ok(Self {
+            filter,
+            reads,
+            fixed,
+        })
+    }
+
+    /// The request headers the filter reads; `None`: all.
+    pub fn reads(&self) -> Option<&[HeaderName]> {
+        self.reads.as_deref()
+    }
+
+    /// The fixed response edits.
+    pub fn fixed(&self) -> &ResponseEdits {
+        &self.fixed
+    }
+
+    /// The headers the filter is shown: only those it reads, or `None`
+    /// when it reads them all (then it is shown `headers` itself).
+    pub fn view(&self, headers: &HeaderMap) -> Option<HeaderMap> {
+        let reads = self.reads.as_ref()?;
+        let mut view = HeaderMap::with_capacity(reads.len());
+        for name in reads {
+            for v in headers.get_all(name) {
+                view.append(name.clone(), v.clone());
+            }
+        }
+        Some(view)
+    }
+}
+
 /// The answer to a body larger than the filter's limit.
 pub fn body_too_large() -> http::Response<Bytes> {
     crate::problem::answer(413, "The request body is too large to inspect.")
@@ -269,6 +345,44 @@ mod tests {
             Verdict::Continue => panic!("a body over the limit went on"),
         }
         assert!(req.headers().get("x-seen").is_none());
+    }
+
+    struct Narrow;
+    impl Filter for Narrow {
+        const VARIABLES: &'static [&'static str] = &[];
+        fn init(_: &Vars) -> Result<Self, String> {
+            Ok(Narrow)
+        }
+        fn request_headers(&self) -> Option<Vec<String>> {
+            Some(vec!["x-b".into(), "x-a".into(), "bad name".into(), "x-a".into()])
+        }
+        fn fixed_response_edits(&self, res: &mut ResponseEdits) {
+            res.set("x-frame-options", "DENY");
+        }
+        fn on_request(&self, _: &mut Request, _: &mut ResponseEdits) -> Verdict {
+            Verdict::Continue
+        }
+    }
+
+    #[test]
+    fn a_filter_is_shown_only_the_headers_it_reads() {
+        let p = Prepared::<Narrow>::init(&Vars::from_pairs(Vec::<(String, String)>::new())).unwrap();
+        assert_eq!(
+            p.reads().unwrap().iter().map(|n| n.as_str()).collect::<Vec<_>>(),
+            ["x-a", "x-b"]
+        );
+        let mut h = HeaderMap::new();
+        h.append("x-a", HeaderValue::from_static("1"));
+        h.append("x-a", HeaderValue::from_static("2"));
+        h.insert("x-secret", HeaderValue::from_static("s"));
+        let view = p.view(&h).unwrap();
+        assert_eq!(view.get_all("x-a").iter().count(), 2);
+        assert!(!view.contains_key("x-secret"));
+        assert!(!view.contains_key("x-b"));
+        assert_eq!(p.fixed().ops().len(), 1);
+        let all = Prepared::<Deny>::init(&Vars::from_pairs(Vec::<(String, String)>::new())).unwrap();
+        assert!(all.view(&h).is_none());
+        assert!(all.fixed().ops().is_empty());
     }
 
     #[test]

@@ -11,6 +11,9 @@ use crate::{HeaderMap, HeaderName, HeaderValue};
 pub const CLIENT_IP: &str = "x-tollgate-client-ip";
 /// Spin's equivalent (`ip:port`), set by Spin's HTTP trigger.
 pub const SPIN_CLIENT_ADDR: &str = "spin-client-addr";
+/// The headers [`client_ip`] reads: a filter that calls it lists these in
+/// its `request_headers`.
+pub const CLIENT_IP_HEADERS: [&str; 2] = [CLIENT_IP, SPIN_CLIENT_ADDR];
 /// The request id header.
 pub const REQUEST_ID: &str = "x-request-id";
 

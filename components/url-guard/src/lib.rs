@@ -29,6 +29,16 @@ impl Filter for Config {
         Config::parse(vars)
     }
 
+    /// The headers that may carry URLs, and the body's type when JSON
+    /// fields are checked.
+    fn request_headers(&self) -> Option<Vec<String>> {
+        let mut names = self.headers.clone();
+        if !self.json_pointers.is_empty() {
+            names.push("content-type".into());
+        }
+        Some(names)
+    }
+
     /// Bodies are read only when JSON fields are to be checked.
     fn body_limit(&self) -> Option<usize> {
         (!self.json_pointers.is_empty()).then_some(self.max_body_bytes)

@@ -8,13 +8,19 @@ pub mod rules;
 use rules::Rules;
 use tollgate_sdk::config::Vars;
 use tollgate_sdk::filter::{Filter, Request, ResponseEdits, Verdict};
-use tollgate_sdk::{problem, request::client_ip};
+use tollgate_sdk::problem;
+use tollgate_sdk::request::{CLIENT_IP_HEADERS, client_ip};
 
 impl Filter for Rules {
     const VARIABLES: &'static [&'static str] = rules::VARIABLES;
 
     fn init(vars: &Vars) -> Result<Self, String> {
         Rules::parse(vars)
+    }
+
+    /// Only the client address matters.
+    fn request_headers(&self) -> Option<Vec<String>> {
+        Some(CLIENT_IP_HEADERS.map(String::from).to_vec())
     }
 
     fn on_request(&self, req: &mut Request, _: &mut ResponseEdits) -> Verdict {

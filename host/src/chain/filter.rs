@@ -1,7 +1,12 @@
 //! The filter path: runs of components that export Tollgate's filter
-//! interface (`tollgate:gate/filter@0.1.0`, `wit/filter.wit`) are called
+//! interface (`tollgate:gate/filter@0.2.0`, `wit/filter.wit`) are called
 //! synchronously, in order, with plain data, on the task that holds the
 //! request — no `wasi:http` resources, streams or async hops.
+//!
+//! Each filter is sent only the request headers it declared it reads, and
+//! the response edits it declared fixed are parsed once at setup and
+//! applied by the host to every response through it, so neither crosses
+//! into the guest per request.
 //!
 //! A [`FilterRun`] keeps a pool of [`FilterSet`]s: one store holding an
 //! instance of every filter in the run, each `init`ed with the route's
@@ -37,7 +42,7 @@ use bindings::exports::tollgate::gate::filter as wit;
 pub use bindings::{Gate, GatePre};
 
 /// The interface a filter-capable component exports.
-pub const FILTER: &str = "tollgate:gate/filter@0.1.0";
+pub const FILTER: &str = "tollgate:gate/filter@0.2.0";
 
 /// Most idle sets a run keeps for reuse (a set is held only for a
 /// request's pass through the filters, so few are in use at once; the
@@ -61,6 +66,18 @@ struct Caps {
     reported: Arc<str>,
     body_limit: Option<u32>,
     wants_response: bool,
+    /// The request headers it reads; `None`: all.
+    reads: Option<Vec<HeaderName>>,
+    /// Edits for every response through it, before the verdict's.
+    fixed: Vec<Edit>,
+}
+
+/// A header edit, parsed and checked.
+#[derive(Clone, Debug, PartialEq)]
+enum Edit {
+    Set(HeaderName, HeaderValue),
+    Append(HeaderName, HeaderValue),
+    Remove(HeaderName),
 }
 
 /// A store with one instance of every filter in a run.
@@ -161,6 +178,19 @@ impl FilterRun {
                     reported: reported_name(&c.name, &f.name).into(),
                     body_limit: c.body_limit,
                     wants_response: c.wants_response,
+                    reads: c.request_headers.map(|names| {
+                        // A name no header can have cannot be read.
+                        names
+                            .iter()
+                            .filter_map(|n| HeaderName::from_bytes(n.as_bytes()).ok())
+                            .collect()
+                    }),
+                    fixed: parse_edits(c.response_edits).map_err(|_| {
+                        SetupError::Other(wasmtime::format_err!(
+                            "component `{}` declared an invalid fixed response header",
+                            f.name
+                        ))
+                    })?,
                 }),
                 Err(errors) => {
                     return Err(SetupError::Config {
@@ -259,7 +289,7 @@ impl FilterRun {
                 .path_and_query()
                 .map_or("/", |p| p.as_str())
                 .to_owned(),
-            headers: fields(&parts.headers),
+            headers: Vec::new(),
             body: None,
         };
 
@@ -267,6 +297,7 @@ impl FilterRun {
         let mut edits: Vec<Vec<wit::HeaderOp>> = Vec::with_capacity(self.filters.len());
         let mut answer = None;
         for (i, f) in self.filters.iter().enumerate() {
+            head.headers = fields(&parts.headers, f.caps.reads.as_deref());
             head.body = match (f.caps.body_limit, &bytes) {
                 (Some(_), Some(b)) => Some(b.to_vec()),
                 _ => None,
@@ -289,7 +320,10 @@ impl FilterRun {
                 answer = Some(a);
                 break;
             }
-            apply_to_fields(&mut head.headers, verdict.request);
+            if let Err(e) = apply_to_map(&mut parts.headers, verdict.request) {
+                self.give_back(set);
+                return Err(e);
+            }
         }
         self.give_back(set);
 
@@ -302,7 +336,6 @@ impl FilterRun {
                 res
             }
             None => {
-                parts.headers = header_map(head.headers)?;
                 let body = match (body, bytes) {
                     (Some(b), _) => b,
                     (None, b) => full(b.unwrap_or_default()),
@@ -314,8 +347,9 @@ impl FilterRun {
         // Back out through the filters that saw the request, innermost first.
         let mut again: Option<FilterSet> = None;
         for (i, ops) in edits.into_iter().enumerate().rev() {
-            apply_to_map(res.headers_mut(), ops)?;
             let f = &self.filters[i];
+            apply_edits(res.headers_mut(), &f.caps.fixed);
+            apply_to_map(res.headers_mut(), ops)?;
             if !f.caps.wants_response {
                 continue;
             }
@@ -326,7 +360,7 @@ impl FilterRun {
             let status = res.status().as_u16();
             let call = set.gates[i]
                 .tollgate_gate_filter()
-                .call_on_response(&mut set.store, status, &fields(res.headers()))
+                .call_on_response(&mut set.store, status, &fields(res.headers(), None))
                 .await;
             match call {
                 Ok(ops) => apply_to_map(res.headers_mut(), ops)?,
@@ -363,11 +397,17 @@ fn full(b: Bytes) -> WasiBody {
         .boxed_unsync()
 }
 
-fn fields(headers: &HeaderMap) -> Vec<(String, Vec<u8>)> {
-    headers
-        .iter()
-        .map(|(n, v)| (n.as_str().to_owned(), v.as_bytes().to_vec()))
-        .collect()
+/// The header list a filter is sent: all of `headers`, or only the names
+/// it `reads`.
+fn fields(headers: &HeaderMap, reads: Option<&[HeaderName]>) -> Vec<(String, Vec<u8>)> {
+    let field = |(n, v): (&HeaderName, &HeaderValue)| (n.as_str().to_owned(), v.as_bytes().to_vec());
+    match reads {
+        None => headers.iter().map(field).collect(),
+        Some(names) => names
+            .iter()
+            .flat_map(|n| headers.get_all(n).iter().map(move |v| field((n, v))))
+            .collect(),
+    }
 }
 
 fn header_map(fields: Vec<(String, Vec<u8>)>) -> Result<HeaderMap, super::ChainError> {
@@ -386,23 +426,48 @@ fn field(n: &str, v: &[u8]) -> Result<(HeaderName, HeaderValue), super::ChainErr
     ))
 }
 
-/// Applies ops to the request's field list as the next filter will see it.
-/// Names are compared case-insensitively; an invalid one is caught when
-/// the list becomes a header map.
-fn apply_to_fields(fields: &mut Vec<(String, Vec<u8>)>, ops: Vec<wit::HeaderOp>) {
-    for op in ops {
-        match op {
-            wit::HeaderOp::Set((n, v)) => {
-                let n = n.to_ascii_lowercase();
-                fields.retain(|(k, _)| *k != n);
-                fields.push((n, v));
+/// Parses and checks a filter's header ops.
+fn parse_edits(ops: Vec<wit::HeaderOp>) -> Result<Vec<Edit>, super::ChainError> {
+    ops.into_iter()
+        .map(|op| {
+            Ok(match op {
+                wit::HeaderOp::Set((n, v)) => {
+                    let (n, v) = field(&n, &v)?;
+                    Edit::Set(n, v)
+                }
+                wit::HeaderOp::Append((n, v)) => {
+                    let (n, v) = field(&n, &v)?;
+                    Edit::Append(n, v)
+                }
+                wit::HeaderOp::Remove(n) => Edit::Remove(
+                    HeaderName::from_bytes(n.as_bytes())
+                        .map_err(|_| bad_answer("an invalid header name"))?,
+                ),
+            })
+        })
+        .collect()
+}
+
+fn apply_edits(map: &mut HeaderMap, edits: &[Edit]) {
+    for e in edits {
+        match e {
+            Edit::Set(n, v) => {
+                map.insert(n.clone(), v.clone());
             }
-            wit::HeaderOp::Append((n, v)) => fields.push((n.to_ascii_lowercase(), v)),
-            wit::HeaderOp::Remove(n) => fields.retain(|(k, _)| !k.eq_ignore_ascii_case(&n)),
+            Edit::Append(n, v) => {
+                map.append(n.clone(), v.clone());
+            }
+            Edit::Remove(n) => {
+                map.remove(n);
+            }
         }
     }
 }
 
+/// Applies a filter's ops to a header block (the request on its way in,
+/// the response on its way out). Names are case-insensitive; an invalid
+/// name or value fails the request, and removing a name no header can
+/// have does nothing.
 fn apply_to_map(map: &mut HeaderMap, ops: Vec<wit::HeaderOp>) -> Result<(), super::ChainError> {
     for op in ops {
         match op {
@@ -429,29 +494,57 @@ mod tests {
     use super::*;
 
     #[test]
-    fn field_edits_replace_append_and_remove_case_insensitively() {
-        let mut f = vec![
-            ("x-a".to_owned(), b"1".to_vec()),
-            ("x-b".to_owned(), b"2".to_vec()),
-        ];
-        apply_to_fields(
-            &mut f,
+    fn edits_replace_append_and_remove_case_insensitively() {
+        let mut m = HeaderMap::new();
+        m.insert("x-a", HeaderValue::from_static("1"));
+        m.insert("x-b", HeaderValue::from_static("2"));
+        apply_to_map(
+            &mut m,
             vec![
                 wit::HeaderOp::Set(("X-A".into(), b"9".to_vec())),
                 wit::HeaderOp::Append(("x-b".into(), b"3".to_vec())),
                 wit::HeaderOp::Remove("X-Missing".into()),
+                wit::HeaderOp::Remove("bad name".into()),
             ],
-        );
+        )
+        .unwrap();
+        assert_eq!(m.get_all("x-a").iter().collect::<Vec<_>>(), ["9"]);
+        assert_eq!(m.get_all("x-b").iter().collect::<Vec<_>>(), ["2", "3"]);
+        apply_to_map(&mut m, vec![wit::HeaderOp::Remove("X-B".into())]).unwrap();
+        assert!(!m.contains_key("x-b"));
+    }
+
+    #[test]
+    fn a_filter_is_sent_only_the_headers_it_reads() {
+        let mut m = HeaderMap::new();
+        m.append("x-a", HeaderValue::from_static("1"));
+        m.append("x-a", HeaderValue::from_static("2"));
+        m.insert("cookie", HeaderValue::from_static("secret"));
+        let reads = [HeaderName::from_static("x-a"), HeaderName::from_static("x-none")];
         assert_eq!(
-            f,
-            vec![
-                ("x-b".to_owned(), b"2".to_vec()),
-                ("x-a".to_owned(), b"9".to_vec()),
-                ("x-b".to_owned(), b"3".to_vec()),
-            ]
+            fields(&m, Some(&reads)),
+            vec![("x-a".to_owned(), b"1".to_vec()), ("x-a".to_owned(), b"2".to_vec())]
         );
-        apply_to_fields(&mut f, vec![wit::HeaderOp::Remove("X-B".into())]);
-        assert_eq!(f, vec![("x-a".to_owned(), b"9".to_vec())]);
+        assert_eq!(fields(&m, None).len(), 3);
+    }
+
+    #[test]
+    fn fixed_edits_are_checked_once_and_applied() {
+        let edits = parse_edits(vec![
+            wit::HeaderOp::Remove("server".into()),
+            wit::HeaderOp::Set(("x-frame-options".into(), b"DENY".to_vec())),
+            wit::HeaderOp::Append(("vary".into(), b"Origin".to_vec())),
+        ])
+        .unwrap();
+        let mut m = HeaderMap::new();
+        m.insert("server", HeaderValue::from_static("x"));
+        m.insert("vary", HeaderValue::from_static("Accept"));
+        apply_edits(&mut m, &edits);
+        assert!(!m.contains_key("server"));
+        assert_eq!(m["x-frame-options"], "DENY");
+        assert_eq!(m.get_all("vary").iter().count(), 2);
+        assert!(parse_edits(vec![wit::HeaderOp::Remove("bad name".into())]).is_err());
+        assert!(parse_edits(vec![wit::HeaderOp::Set(("x".into(), b"a\nb".to_vec()))]).is_err());
     }
 
     #[test]
