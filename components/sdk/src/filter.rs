@@ -154,8 +154,10 @@ impl Request {
 
     /// Removes every value of `name`.
     pub fn remove_header(&mut self, name: &str) {
-        if let Ok(n) = HeaderName::from_bytes(name.as_bytes())
-            && self.headers.contains_key(&n)
+        // Looking up borrows the name; only a header that is there is
+        // worth an owned name for the edit.
+        if self.headers.contains_key(name)
+            && let Ok(n) = HeaderName::from_bytes(name.as_bytes())
         {
             let op = HeaderOp::Remove(n);
             op.apply(&mut self.headers);

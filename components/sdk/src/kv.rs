@@ -3,6 +3,9 @@
 //! compare-and-swap loop. On Spin the middleware must inherit
 //! `key_value_stores`; on Tollgate the component lists them.
 
+use std::cell::RefCell;
+use std::rc::Rc;
+
 use spin_sdk::experimental::wasi::keyvalue::{atomics, store};
 
 /// Why a store operation failed.
@@ -36,12 +39,26 @@ impl From<store::Error> for StoreError {
 }
 
 /// An open store.
-pub struct Store(store::Bucket);
+pub struct Store(Rc<store::Bucket>);
+
+thread_local! {
+    /// The stores this instance has opened, kept for its later requests: a
+    /// handle stays valid for the instance's life, and opening costs a host
+    /// call. (A wasm instance has one thread; failures are not kept.)
+    static OPEN: RefCell<Vec<(String, Rc<store::Bucket>)>> = const { RefCell::new(Vec::new()) };
+}
 
 impl Store {
     /// Opens the store with this label (`default` unless configured).
     pub fn open(label: &str) -> Result<Self, StoreError> {
-        Ok(Self(store::open(label)?))
+        OPEN.with_borrow_mut(|open| {
+            if let Some((_, bucket)) = open.iter().find(|(l, _)| l == label) {
+                return Ok(Self(bucket.clone()));
+            }
+            let bucket = Rc::new(store::open(label)?);
+            open.push((label.to_owned(), bucket.clone()));
+            Ok(Self(bucket))
+        })
     }
 
     pub fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {

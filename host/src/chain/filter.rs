@@ -34,7 +34,11 @@ mod bindings {
     wasmtime::component::bindgen!({
         path: "../wit",
         world: "tollgate:gate/gate",
-        exports: { default: async },
+        exports: {
+            // The request pass runs every filter inside one event loop.
+            "tollgate:gate/filter.on-request": async | store,
+            default: async,
+        },
     });
 }
 
@@ -276,7 +280,7 @@ impl FilterRun {
         } else {
             (Some(body), None)
         };
-        let mut head = wit::RequestHead {
+        let head = wit::RequestHead {
             method: parts.method.as_str().to_owned(),
             scheme: parts.uri.scheme_str().unwrap_or("http").to_owned(),
             authority: parts
@@ -294,38 +298,23 @@ impl FilterRun {
         };
 
         let mut set = self.take(slot).await?;
-        let mut edits: Vec<Vec<wit::HeaderOp>> = Vec::with_capacity(self.filters.len());
-        let mut answer = None;
-        for (i, f) in self.filters.iter().enumerate() {
-            head.headers = fields(&parts.headers, f.caps.reads.as_deref());
-            head.body = match (f.caps.body_limit, &bytes) {
-                (Some(_), Some(b)) => Some(b.to_vec()),
-                _ => None,
-            };
-            let started = Instant::now();
-            let call = set.gates[i]
-                .tollgate_gate_filter()
-                .call_on_request(&mut set.store, &head)
-                .await;
-            let verdict = match call {
-                Ok(v) => v,
-                Err(e) => {
-                    self.failed(slot, f, &e);
-                    return Err(super::ChainError::Component(e));
-                }
-            };
-            slot.record_time(&f.caps.reported, started.elapsed());
-            edits.push(verdict.response);
-            if let Some(a) = verdict.answer {
-                answer = Some(a);
-                break;
+        let pass = self
+            .request_pass(&mut set, &mut parts.headers, head, bytes.as_ref(), slot)
+            .await;
+        let Pass { edits, answer } = match pass {
+            Ok(p) => {
+                self.give_back(set);
+                p
             }
-            if let Err(e) = apply_to_map(&mut parts.headers, verdict.request) {
+            Err(PassError::Guest(i, e)) => {
+                self.failed(slot, &self.filters[i], &e);
+                return Err(super::ChainError::Component(e));
+            }
+            Err(PassError::Edit(e)) => {
                 self.give_back(set);
                 return Err(e);
             }
-        }
-        self.give_back(set);
+        };
 
         let mut res = match answer {
             Some(a) => {
@@ -374,6 +363,78 @@ impl FilterRun {
             self.give_back(set);
         }
         Ok(res)
+    }
+}
+
+/// What the request pass left for the way back: each filter's response
+/// edits (outermost first), and the answer if one answered.
+struct Pass {
+    edits: Vec<Vec<wit::HeaderOp>>,
+    answer: Option<wit::Response>,
+}
+
+enum PassError {
+    /// Filter `i` failed (trap, panic, deadline, memory): drop the set.
+    Guest(usize, wasmtime::Error),
+    /// A filter returned an invalid request edit.
+    Edit(super::ChainError),
+}
+
+impl FilterRun {
+    /// Calls each filter's `on-request` in order, applying its request
+    /// edits to `headers` before the next, and timing each call. All the
+    /// calls run inside one `run_concurrent` of the set's store: one event
+    /// loop per request rather than one per call.
+    async fn request_pass(
+        &self,
+        set: &mut FilterSet,
+        headers: &mut HeaderMap,
+        head: wit::RequestHead,
+        bytes: Option<&Bytes>,
+        slot: &RequestSlot,
+    ) -> Result<Pass, PassError> {
+        let FilterSet { store, gates } = set;
+        let mut at = 0;
+        let run = store
+            .run_concurrent(async |accessor| {
+                let mut pass = Pass {
+                    edits: Vec::with_capacity(self.filters.len()),
+                    answer: None,
+                };
+                for (i, f) in self.filters.iter().enumerate() {
+                    at = i;
+                    let this = wit::RequestHead {
+                        method: head.method.clone(),
+                        scheme: head.scheme.clone(),
+                        authority: head.authority.clone(),
+                        path_with_query: head.path_with_query.clone(),
+                        headers: fields(headers, f.caps.reads.as_deref()),
+                        body: match (f.caps.body_limit, bytes) {
+                            (Some(_), Some(b)) => Some(b.to_vec()),
+                            _ => None,
+                        },
+                    };
+                    let started = Instant::now();
+                    let verdict = gates[i]
+                        .tollgate_gate_filter()
+                        .call_on_request(accessor, this)
+                        .await
+                        .map_err(|e| PassError::Guest(i, e))?;
+                    slot.record_time(&f.caps.reported, started.elapsed());
+                    pass.edits.push(verdict.response);
+                    if let Some(a) = verdict.answer {
+                        pass.answer = Some(a);
+                        break;
+                    }
+                    apply_to_map(headers, verdict.request).map_err(PassError::Edit)?;
+                }
+                Ok(pass)
+            })
+            .await;
+        match run {
+            Ok(pass) => pass,
+            Err(e) => Err(PassError::Guest(at, e)),
+        }
     }
 }
 
