@@ -47,9 +47,25 @@ async fn a_mixed_chain_keeps_its_order() {
     let gw = Gateway::start(&mixed_config(&origin.url()));
     let c = client();
 
-    let r = get(&c, &gw.url("/mixed")).await;
+    let mut req = http::Request::get(gw.url("/mixed"));
+    req = req.header("x-stop", "9").header("x-secret", "s");
+    let r = send(&c, req.body(Default::default()).unwrap()).await;
     assert_eq!(r.status, 200, "{}", r.body);
     let seen = origin.last();
+    // Each stamp is shown only the headers it reads (on both paths); the
+    // others still reach the origin.
+    assert_eq!(
+        seen.headers.get("x-stamp1-saw").map(String::as_str),
+        Some("x-stop")
+    );
+    assert_eq!(
+        seen.headers.get("x-stamp2-saw").map(String::as_str),
+        Some("x-stop,x-trail")
+    );
+    assert_eq!(seen.headers.get("x-secret").map(String::as_str), Some("s"));
+    // Within each filter the fixed edit comes before the per-request one;
+    // stamp1 is applied last, so its pair is what the client sees.
+    assert_eq!(all(&r, "x-stamp-order"), ["fixed", "request"]);
     assert_eq!(
         seen.headers.get("x-trail").map(String::as_str),
         Some("stamp1,outer,stamp2")
