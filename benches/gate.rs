@@ -6,12 +6,15 @@
 //! - `ssrf_check`: one URL through the url-guard policy;
 //! - `jwt_hs256`: one HS256 token verification;
 //! - `chain/*`: one request through the host's whole request path
-//!   (`serve::handle`: limits, routing, forwarding headers, the chain), in
-//!   process, no network. The chain ends in the echo primary component,
-//!   which answers itself on the composed `wasi:http` path; `chain/empty`
-//!   is that primary alone, as the baseline, and the gates in front of it
-//!   take the filter fast path (`chain/four_components_composed`: the same
-//!   four on the composed path, for comparison);
+//!   (`serve::handle`: limits, routing, forwarding headers, the chain, the
+//!   pooled client) to a real origin on loopback (the bundled fixed-body
+//!   demo origin, in the same runtime), body read to the end:
+//!   `chain/empty` is no middleware, the baseline; the gates take the
+//!   filter fast path (`chain/four_components_composed`: the same four on
+//!   the composed path, for comparison);
+//! - `chain_echo/*`: the same, but the chain ends in the echo primary
+//!   component (the shape of a Spin app under `tollgate up`, whose primary
+//!   answers on the composed `wasi:http` path) and no network is used;
 //! - `filter/*`: one pass through a run of filters alone (each built-in's
 //!   filter call, and all four), with an in-process answer standing in for
 //!   the rest of the chain: what the gates themselves cost per request.
@@ -102,9 +105,14 @@ fn jwt_hs256(c: &mut Criterion) {
     });
 }
 
-/// A gateway whose one route runs `middleware` and ends in the echo
-/// primary component, with limits high enough that nothing is refused.
-async fn gateway(middleware: &str, fast_path: bool, echo: bool) -> Arc<tollgate::gateway::Gateway> {
+/// A gateway whose one route runs `middleware`, with limits high enough
+/// that nothing is refused, and forwards to `origin` (or, with `None`,
+/// ends in the echo primary component).
+async fn gateway(
+    middleware: &str,
+    fast_path: bool,
+    origin: Option<SocketAddr>,
+) -> Arc<tollgate::gateway::Gateway> {
     let key_hash: String = Sha256::digest(b"bench-key")
         .iter()
         .map(|b| format!("{b:02x}"))
@@ -128,13 +136,14 @@ source = "builtin:rate-limit"
 key_value_stores = ["default"]
 variables = {{ policies = "per-ip ip 100000000/1s; per-user identity 100000000/1s" }}
 [[route]]
-origin = "http://127.0.0.1:9"
+origin = "http://{origin}"
 middleware = [{middleware}]
 "#,
         cache = concat!(env!("CARGO_TARGET_TMPDIR"), "/cache"),
+        origin = origin.map_or("127.0.0.1:9".to_owned(), |a| a.to_string()),
     );
     let mut cfg = config::parse(&text, std::path::Path::new("."), &config::Env::process()).unwrap();
-    if echo {
+    if origin.is_none() {
         let echo = format!("{}/fixture_echo.wasm", env!("TOLLGATE_WASM_DIR"));
         cfg.routes[0].origin = None;
         cfg.routes[0].middleware.push(Middleware {
@@ -145,12 +154,31 @@ middleware = [{middleware}]
     Arc::new(tollgate::gateway::build(&cfg).await.unwrap())
 }
 
+/// Starts the fixed-body demo origin on a free loopback port.
+fn loopback_origin(rt: &tokio::runtime::Runtime) -> SocketAddr {
+    let addr = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    rt.spawn(tollgate::demo_origin::run(addr, true));
+    for _ in 0..100 {
+        if std::net::TcpStream::connect(addr).is_ok() {
+            return addr;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("the loopback origin did not start");
+}
+
 fn chain(c: &mut Criterion) {
+    use http_body_util::BodyExt;
+
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .unwrap();
     let peer: SocketAddr = "203.0.113.7:40000".parse().unwrap();
+    let origin = loopback_origin(&rt);
     let mut group = c.benchmark_group("chain");
     for (name, middleware) in [
         ("empty", ""),
@@ -161,7 +189,25 @@ fn chain(c: &mut Criterion) {
         ("four_components", FOUR),
         ("four_components_composed", FOUR),
     ] {
-        let gw = rt.block_on(gateway(middleware, !name.ends_with("_composed"), true));
+        let gw = rt.block_on(gateway(middleware, !name.ends_with("_composed"), Some(origin)));
+        group.bench_function(name, |b| {
+            b.to_async(&rt).iter(|| {
+                let gw = gw.clone();
+                async move {
+                    let res = tollgate::serve::handle(gw, peer, bench_request()).await;
+                    assert_eq!(res.status(), 200);
+                    // Read to the end, so the origin connection goes back
+                    // to the pool.
+                    res.into_body().collect().await.unwrap().to_bytes()
+                }
+            })
+        });
+    }
+    group.finish();
+
+    let mut group = c.benchmark_group("chain_echo");
+    for (name, middleware) in [("empty", ""), ("four_components", FOUR)] {
+        let gw = rt.block_on(gateway(middleware, true, None));
         group.bench_function(name, |b| {
             b.to_async(&rt).iter(|| {
                 let gw = gw.clone();
@@ -206,7 +252,9 @@ fn filter(c: &mut Criterion) {
         ("rate_limit", r#""rate-limit""#),
         ("four_components", FOUR),
     ] {
-        let gw = rt.block_on(gateway(middleware, true, false));
+        // The origin is never called: the rest of the chain is replaced.
+        let unused: SocketAddr = "127.0.0.1:9".parse().unwrap();
+        let gw = rt.block_on(gateway(middleware, true, Some(unused)));
         group.bench_function(name, |b| {
             b.to_async(&rt).iter(|| {
                 let gw = gw.clone();
