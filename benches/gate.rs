@@ -189,7 +189,11 @@ fn chain(c: &mut Criterion) {
         ("four_components", FOUR),
         ("four_components_composed", FOUR),
     ] {
-        let gw = rt.block_on(gateway(middleware, !name.ends_with("_composed"), Some(origin)));
+        let gw = rt.block_on(gateway(
+            middleware,
+            !name.ends_with("_composed"),
+            Some(origin),
+        ));
         group.bench_function(name, |b| {
             b.to_async(&rt).iter(|| {
                 let gw = gw.clone();

@@ -356,7 +356,12 @@ mod tests {
             Ok(Narrow)
         }
         fn request_headers(&self) -> Option<Vec<String>> {
-            Some(vec!["x-b".into(), "x-a".into(), "bad name".into(), "x-a".into()])
+            Some(vec![
+                "x-b".into(),
+                "x-a".into(),
+                "bad name".into(),
+                "x-a".into(),
+            ])
         }
         fn fixed_response_edits(&self, res: &mut ResponseEdits) {
             res.set("x-frame-options", "DENY");
@@ -368,9 +373,14 @@ mod tests {
 
     #[test]
     fn a_filter_is_shown_only_the_headers_it_reads() {
-        let p = Prepared::<Narrow>::init(&Vars::from_pairs(Vec::<(String, String)>::new())).unwrap();
+        let p =
+            Prepared::<Narrow>::init(&Vars::from_pairs(Vec::<(String, String)>::new())).unwrap();
         assert_eq!(
-            p.reads().unwrap().iter().map(|n| n.as_str()).collect::<Vec<_>>(),
+            p.reads()
+                .unwrap()
+                .iter()
+                .map(|n| n.as_str())
+                .collect::<Vec<_>>(),
             ["x-a", "x-b"]
         );
         let mut h = HeaderMap::new();
@@ -382,7 +392,8 @@ mod tests {
         assert!(!view.contains_key("x-secret"));
         assert!(!view.contains_key("x-b"));
         assert_eq!(p.fixed().ops().len(), 1);
-        let all = Prepared::<Deny>::init(&Vars::from_pairs(Vec::<(String, String)>::new())).unwrap();
+        let all =
+            Prepared::<Deny>::init(&Vars::from_pairs(Vec::<(String, String)>::new())).unwrap();
         assert!(all.view(&h).is_none());
         assert!(all.fixed().ops().is_empty());
     }

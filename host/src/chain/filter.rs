@@ -461,7 +461,8 @@ fn full(b: Bytes) -> WasiBody {
 /// The header list a filter is sent: all of `headers`, or only the names
 /// it `reads`.
 fn fields(headers: &HeaderMap, reads: Option<&[HeaderName]>) -> Vec<(String, Vec<u8>)> {
-    let field = |(n, v): (&HeaderName, &HeaderValue)| (n.as_str().to_owned(), v.as_bytes().to_vec());
+    let field =
+        |(n, v): (&HeaderName, &HeaderValue)| (n.as_str().to_owned(), v.as_bytes().to_vec());
     match reads {
         None => headers.iter().map(field).collect(),
         Some(names) => names
@@ -581,10 +582,16 @@ mod tests {
         m.append("x-a", HeaderValue::from_static("1"));
         m.append("x-a", HeaderValue::from_static("2"));
         m.insert("cookie", HeaderValue::from_static("secret"));
-        let reads = [HeaderName::from_static("x-a"), HeaderName::from_static("x-none")];
+        let reads = [
+            HeaderName::from_static("x-a"),
+            HeaderName::from_static("x-none"),
+        ];
         assert_eq!(
             fields(&m, Some(&reads)),
-            vec![("x-a".to_owned(), b"1".to_vec()), ("x-a".to_owned(), b"2".to_vec())]
+            vec![
+                ("x-a".to_owned(), b"1".to_vec()),
+                ("x-a".to_owned(), b"2".to_vec())
+            ]
         );
         assert_eq!(fields(&m, None).len(), 3);
     }
