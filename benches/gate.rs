@@ -171,13 +171,10 @@ fn loopback_origin(rt: &tokio::runtime::Runtime) -> SocketAddr {
 }
 
 fn chain(c: &mut Criterion) {
-    use http_body_util::BodyExt;
-
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .unwrap();
-    let peer: SocketAddr = "203.0.113.7:40000".parse().unwrap();
     let origin = loopback_origin(&rt);
     let mut group = c.benchmark_group("chain");
     for (name, middleware) in [
@@ -194,36 +191,39 @@ fn chain(c: &mut Criterion) {
             !name.ends_with("_composed"),
             Some(origin),
         ));
-        group.bench_function(name, |b| {
-            b.to_async(&rt).iter(|| {
-                let gw = gw.clone();
-                async move {
-                    let res = tollgate::serve::handle(gw, peer, bench_request()).await;
-                    assert_eq!(res.status(), 200);
-                    // Read to the end, so the origin connection goes back
-                    // to the pool.
-                    res.into_body().collect().await.unwrap().to_bytes()
-                }
-            })
-        });
+        bench_host_path(&mut group, &rt, name, gw);
     }
     group.finish();
 
     let mut group = c.benchmark_group("chain_echo");
     for (name, middleware) in [("empty", ""), ("four_components", FOUR)] {
         let gw = rt.block_on(gateway(middleware, true, None));
-        group.bench_function(name, |b| {
-            b.to_async(&rt).iter(|| {
-                let gw = gw.clone();
-                async move {
-                    let res = tollgate::serve::handle(gw, peer, bench_request()).await;
-                    assert_eq!(res.status(), 200);
-                    res
-                }
-            })
-        });
+        bench_host_path(&mut group, &rt, name, gw);
     }
     group.finish();
+}
+
+/// One request through `serve::handle`, its body read to the end (so an
+/// origin connection goes back to the pool).
+fn bench_host_path(
+    group: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    rt: &tokio::runtime::Runtime,
+    name: &str,
+    gw: Arc<tollgate::gateway::Gateway>,
+) {
+    use http_body_util::BodyExt;
+
+    let peer: SocketAddr = "203.0.113.7:40000".parse().unwrap();
+    group.bench_function(name, |b| {
+        b.to_async(rt).iter(|| {
+            let gw = gw.clone();
+            async move {
+                let res = tollgate::serve::handle(gw, peer, bench_request()).await;
+                assert_eq!(res.status(), 200);
+                res.into_body().collect().await.unwrap().to_bytes()
+            }
+        })
+    });
 }
 
 const FOUR: &str = r#""headers", "url-guard", "auth", "rate-limit""#;

@@ -182,13 +182,7 @@ impl FilterRun {
                     reported: reported_name(&c.name, &f.name).into(),
                     body_limit: c.body_limit,
                     wants_response: c.wants_response,
-                    reads: c.request_headers.map(|names| {
-                        // A name no header can have cannot be read.
-                        names
-                            .iter()
-                            .filter_map(|n| HeaderName::from_bytes(n.as_bytes()).ok())
-                            .collect()
-                    }),
+                    reads: c.request_headers.map(|names| read_list(&names)),
                     fixed: parse_edits(c.response_edits).map_err(|_| {
                         SetupError::Other(wasmtime::format_err!(
                             "component `{}` declared an invalid fixed response header",
@@ -438,6 +432,19 @@ impl FilterRun {
     }
 }
 
+/// The header names a filter declared it reads, each once (any component
+/// may declare them, not only SDK ones): a name no header can have
+/// cannot be read, and a name twice would send its values twice.
+fn read_list(names: &[String]) -> Vec<HeaderName> {
+    let mut list: Vec<HeaderName> = names
+        .iter()
+        .filter_map(|n| HeaderName::from_bytes(n.as_bytes()).ok())
+        .collect();
+    list.sort_unstable_by(|a, b| a.as_str().cmp(b.as_str()));
+    list.dedup();
+    list
+}
+
 /// The name a filter reported, if it is a sensible metric label; else the
 /// configured name.
 fn reported_name(reported: &str, configured: &str) -> String {
@@ -579,6 +586,18 @@ mod tests {
             ]
         );
         assert_eq!(fields(&m, None).len(), 3);
+    }
+
+    #[test]
+    fn declared_reads_are_checked_and_deduplicated() {
+        let names = ["X-A", "x-a", "bad name", "x-b"].map(String::from);
+        assert_eq!(
+            read_list(&names)
+                .iter()
+                .map(|n| n.as_str())
+                .collect::<Vec<_>>(),
+            ["x-a", "x-b"]
+        );
     }
 
     #[test]
