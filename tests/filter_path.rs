@@ -217,7 +217,7 @@ fn gates_export_both_contracts() {
             "{name}: {ex:?}"
         );
         assert!(
-            ex.iter().any(|e| e == "tollgate:gate/filter@0.2.0"),
+            ex.iter().any(|e| e == "tollgate:gate/filter@0.3.0"),
             "{name}: {ex:?}"
         );
         assert!(

@@ -33,6 +33,9 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the gateway.
+    #[command(
+        after_help = "Examples:\n  tollgate serve -c tollgate.toml\n  tollgate serve --demo        (bundled config and demo origin)"
+    )]
     Serve {
         /// Configuration file (default: the bundled examples/tollgate.toml).
         #[arg(short, long)]
@@ -42,6 +45,9 @@ enum Command {
         demo: bool,
     },
     /// Run a Spin app's spin.toml: its HTTP triggers, with their middleware.
+    #[command(
+        after_help = "Example:\n  SPIN_VARIABLE_ORIGIN_URL=http://127.0.0.1:9000 tollgate up -f spin.toml --listen 127.0.0.1:3000"
+    )]
     Up {
         /// The manifest.
         #[arg(short = 'f', long = "file", default_value = "spin.toml")]
@@ -61,9 +67,20 @@ enum Command {
         #[arg(long = "no-fast-path")]
         no_fast_path: bool,
     },
-    /// Validate a configuration file and exit.
-    Check { config: PathBuf },
+    /// Validate a configuration file and exit (2 if it is invalid).
+    #[command(
+        after_help = "Examples:\n  tollgate check -c tollgate.toml\n  tollgate check tollgate.toml"
+    )]
+    Check {
+        /// Configuration file.
+        #[arg(short, long = "config", value_name = "FILE", conflicts_with = "file")]
+        config: Option<PathBuf>,
+        /// The same, given without `-c`.
+        #[arg(value_name = "FILE", required_unless_present = "config")]
+        file: Option<PathBuf>,
+    },
     /// Run only the bundled demo origin.
+    #[command(after_help = "Example:\n  tollgate demo-origin --listen 127.0.0.1:9000")]
     DemoOrigin {
         #[arg(long, default_value = DEMO_ORIGIN)]
         listen: SocketAddr,
@@ -81,28 +98,10 @@ fn main() -> ExitCode {
         .build()
         .expect("starting the async runtime");
     match cli.command {
-        Command::Check { config } => match config::load(&config, &config::Env::process()) {
-            Ok(mut c) => {
-                // Composition and linking problems count as config errors
-                // too. A check validates the file; it does not need the
-                // shared store to be up, so Redis is not contacted.
-                c.kv.backend = config::KvBackendConfig::Memory;
-                match runtime.block_on(gateway::build(&c)) {
-                    Ok(_) => {
-                        println!("{}: ok ({} routes)", config.display(), c.routes.len());
-                        ExitCode::SUCCESS
-                    }
-                    Err(e) => {
-                        eprintln!("invalid configuration: {e:#}");
-                        ExitCode::from(2)
-                    }
-                }
-            }
-            Err(e) => {
-                eprint!("{e}");
-                ExitCode::from(2)
-            }
-        },
+        Command::Check { config, file } => {
+            let config = config.or(file).expect("clap requires one of them");
+            check(&runtime, &config)
+        }
         Command::Up {
             file,
             listen,
@@ -145,6 +144,32 @@ fn main() -> ExitCode {
 
 /// Serves a loaded configuration: exit 2 for an invalid one, 1 when
 /// startup fails, 0 after a graceful shutdown.
+/// `tollgate check`: loads and builds the configuration without serving.
+fn check(runtime: &tokio::runtime::Runtime, config: &std::path::Path) -> ExitCode {
+    match config::load(config, &config::Env::process()) {
+        Ok(mut c) => {
+            // Composition and linking problems count as config errors
+            // too. A check validates the file; it does not need the
+            // shared store to be up, so Redis is not contacted.
+            c.kv.backend = config::KvBackendConfig::Memory;
+            match runtime.block_on(gateway::build(&c)) {
+                Ok(_) => {
+                    println!("{}: ok ({} routes)", config.display(), c.routes.len());
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("invalid configuration: {e:#}");
+                    ExitCode::from(2)
+                }
+            }
+        }
+        Err(e) => {
+            eprint!("{e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
 fn serve_loaded(
     runtime: &tokio::runtime::Runtime,
     loaded: Result<config::Config, config::ConfigErrors>,

@@ -50,11 +50,21 @@ pub struct Seen {
     pub body: Bytes,
 }
 
+/// The cookies the test origin's `/cookies` sets, in order.
+pub const ORIGIN_COOKIES: &[&str] = &[
+    "session=abc123; Path=/",
+    "pref=dark; Path=/; SameSite=Strict",
+    "widget=1; SameSite=None",
+    "csrf=tok; Path=/",
+    "done=1; Secure; HttpOnly; SameSite=Lax",
+];
+
 /// A real HTTP origin on loopback.
 ///
 /// Paths: `/slow/MS` answers after MS milliseconds; `/status/N` answers N;
 /// `/flaky/KEY/N` fails with 503 the first N times for KEY, then answers
-/// 200; `/echo` answers with the request's own body; anything else answers
+/// 200; `/echo` answers with the request's own body; `/cookies` sets
+/// [`ORIGIN_COOKIES`], one `Set-Cookie` field each; anything else answers
 /// 200. Every other answer echoes the path, and every answer
 /// carries `x-origin-request: <n>`, the origin's running request count.
 pub struct Origin {
@@ -122,15 +132,17 @@ impl Origin {
                                     status = 503;
                                 }
                             }
-                            Ok::<_, std::convert::Infallible>(
-                                hyper::Response::builder()
-                                    .status(status)
-                                    .header("x-origin-request", n.to_string())
-                                    .header("server", "test-origin/1.0")
-                                    .header("x-powered-by", "test-stack")
-                                    .body(Full::new(answer))
-                                    .unwrap(),
-                            )
+                            let mut res = hyper::Response::builder()
+                                .status(status)
+                                .header("x-origin-request", n.to_string())
+                                .header("server", "test-origin/1.0")
+                                .header("x-powered-by", "test-stack");
+                            if path == "/cookies" {
+                                for c in ORIGIN_COOKIES {
+                                    res = res.header("set-cookie", *c);
+                                }
+                            }
+                            Ok::<_, std::convert::Infallible>(res.body(Full::new(answer)).unwrap())
                         }
                     });
                     let _ = hyper::server::conn::http1::Builder::new()

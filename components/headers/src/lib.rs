@@ -1,10 +1,12 @@
 //! The headers gate component: security headers on every response, origin
 //! headers that disclose the server removed, CORS from an allowlist (with
-//! preflights answered at the edge), and a request id on the way in and out.
+//! preflights answered at the edge), a request id on the way in and out,
+//! and `Secure`/`HttpOnly`/`SameSite` added to the origin's cookies.
 //!
 //! Decisions live in [`policy`]; this file only turns them into header
 //! edits, as a [`Filter`].
 
+pub mod cookies;
 pub mod policy;
 
 use policy::{Config, is_preflight};
@@ -12,9 +14,12 @@ use tollgate_sdk::config::Vars;
 use tollgate_sdk::filter::{Filter, Request, ResponseEdits, Verdict};
 use tollgate_sdk::problem;
 use tollgate_sdk::request::{REQUEST_ID, header_str, request_id, set_header};
+use tollgate_sdk::{HeaderMap, HeaderValue};
 
 impl Filter for Config {
     const VARIABLES: &'static [&'static str] = policy::VARIABLES;
+    /// For the cookies: only responses that set one are handed back.
+    const WANTS_RESPONSE: bool = true;
 
     fn init(vars: &Vars) -> Result<Self, String> {
         Config::parse(vars)
@@ -26,6 +31,38 @@ impl Filter for Config {
             "origin".into(),
             "access-control-request-method".into(),
         ])
+    }
+
+    fn response_headers(&self) -> Option<Vec<String>> {
+        // With hardening off, no response is ever handed back.
+        Some(match self.cookies {
+            Some(_) => vec!["set-cookie".into()],
+            None => Vec::new(),
+        })
+    }
+
+    /// Each `Set-Cookie` that lacks an attribute the policy asks for is
+    /// rewritten; the fields stay separate, in their order.
+    fn on_response(&self, _status: u16, headers: &HeaderMap, res: &mut ResponseEdits) {
+        let Some(policy) = &self.cookies else {
+            return;
+        };
+        // A value that is not text is kept as it came.
+        let hardened: Vec<(&HeaderValue, Option<String>)> = headers
+            .get_all("set-cookie")
+            .iter()
+            .map(|v| (v, v.to_str().ok().and_then(|c| policy.harden(c))))
+            .collect();
+        if hardened.iter().all(|(_, new)| new.is_none()) {
+            return;
+        }
+        res.remove("set-cookie");
+        for (original, new) in hardened {
+            match new {
+                Some(new) => res.append("set-cookie", &new),
+                None => res.append_value("set-cookie", original.clone()),
+            }
+        }
     }
 
     /// The same on every response: disclosure headers removed, security

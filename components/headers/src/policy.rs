@@ -1,6 +1,6 @@
 //! The headers component's decisions, free of WASI: its configuration,
 //! which security headers to set, which origin headers to remove, and the
-//! CORS answer for a given `Origin`.
+//! CORS answer for a given `Origin` (cookie hardening is in `cookies`).
 
 use tollgate_sdk::config::Vars;
 
@@ -19,6 +19,8 @@ pub const VARIABLES: &[&str] = &[
     "cors_allowed_headers",
     "cors_expose_headers",
     "cors_max_age",
+    "cookie_flags",
+    "cookie_exempt",
 ];
 
 /// Parsed configuration.
@@ -28,6 +30,8 @@ pub struct Config {
     pub security: Vec<(&'static str, String)>,
     pub remove: Vec<String>,
     pub cors: Option<Cors>,
+    /// `None`: origin cookies pass as they are.
+    pub cookies: Option<crate::cookies::CookiePolicy>,
 }
 
 #[derive(Debug, Clone)]
@@ -136,6 +140,7 @@ impl Config {
             security,
             remove,
             cors,
+            cookies: crate::cookies::CookiePolicy::parse(v)?,
         })
     }
 }

@@ -1,7 +1,7 @@
 //! What [`export_filter!`](crate::export_filter) expands to: one
 //! [`Filter`] served through both contracts.
 //!
-//! - `tollgate:gate/filter@0.2.0` (the bindings below, from `wit/`): plain
+//! - `tollgate:gate/filter@0.3.0` (the bindings below, from `wit/`): plain
 //!   data in, plain data out, called synchronously by Tollgate's host;
 //! - `wasi:http/handler@0.3.0`: [`handle`] runs the same decision, then
 //!   `next`, then the response edits, so Spin runs the same `.wasm`.
@@ -45,9 +45,8 @@ pub fn init<F: Filter>(
                 .body_limit()
                 .map(|l| u32::try_from(l).unwrap_or(u32::MAX)),
             wants_response: F::WANTS_RESPONSE,
-            request_headers: p
-                .reads()
-                .map(|names| names.iter().map(|n| n.as_str().to_owned()).collect()),
+            request_headers: p.reads().map(names),
+            response_headers: p.response_reads().map(names),
             response_edits: ops(p.fixed().ops().to_vec()),
         }),
         Err(e) => {
@@ -97,6 +96,10 @@ pub fn on_response<F: Filter>(
     let mut res = ResponseEdits::default();
     filter.on_response(status, &headers, &mut res);
     ops(res.into_ops())
+}
+
+fn names(list: &[HeaderName]) -> Vec<String> {
+    list.iter().map(|n| n.as_str().to_owned()).collect()
 }
 
 fn internal_error() -> http::Response<Bytes> {
@@ -240,11 +243,9 @@ pub async fn handle<F: Filter>(
         }
     };
     edits.apply(res.headers_mut());
-    if F::WANTS_RESPONSE {
-        let mut more = ResponseEdits::default();
-        filter.on_response(res.status().as_u16(), res.headers(), &mut more);
-        more.apply(res.headers_mut());
-    }
+    let mut more = ResponseEdits::default();
+    prepared.respond(res.status().as_u16(), res.headers(), &mut more);
+    more.apply(res.headers_mut());
     Ok(res)
 }
 

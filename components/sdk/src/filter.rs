@@ -2,7 +2,7 @@
 //! decision once; [`export_filter!`](crate::export_filter) exports it twice
 //! from the same `.wasm`:
 //!
-//! - as `tollgate:gate/filter@0.2.0` (see `wit/filter.wit`), the fast path
+//! - as `tollgate:gate/filter@0.3.0` (see `wit/filter.wit`), the fast path
 //!   Tollgate's host calls synchronously with plain data;
 //! - as a standard `wasi:http/handler@0.3.0` middleware (filter, then
 //!   `next`, then the response edits), which Spin 4.1+ runs unchanged.
@@ -45,6 +45,15 @@ pub trait Filter: Sized + Send + Sync + 'static {
     /// header. A filter that names them is spared copying the rest of a
     /// request's headers in and out of its memory on every request.
     fn request_headers(&self) -> Option<Vec<String>> {
+        None
+    }
+
+    /// With [`Filter::WANTS_RESPONSE`]: the response headers
+    /// [`Filter::on_response`] reads (lower-case names). It is called only
+    /// for a response that carries one of them (never, for an empty list),
+    /// and is shown only those; `None` (the default): every response, all
+    /// of its headers.
+    fn response_headers(&self) -> Option<Vec<String>> {
         None
     }
 
@@ -190,6 +199,13 @@ impl ResponseEdits {
         }
     }
 
+    /// Adds a value to `name` as it is (a value taken from a header).
+    pub fn append_value(&mut self, name: &str, value: HeaderValue) {
+        if let Ok(n) = HeaderName::from_bytes(name.as_bytes()) {
+            self.0.push(HeaderOp::Append(n, value));
+        }
+    }
+
     /// Removes `name` from the response.
     pub fn remove(&mut self, name: &str) {
         if let Ok(n) = HeaderName::from_bytes(name.as_bytes()) {
@@ -218,7 +234,31 @@ impl ResponseEdits {
 pub struct Prepared<F> {
     pub filter: F,
     reads: Option<Vec<HeaderName>>,
+    response_reads: Option<Vec<HeaderName>>,
     fixed: ResponseEdits,
+}
+
+/// Valid header names, sorted, each once: a name no header can have
+/// cannot be read.
+fn name_list(names: Vec<String>) -> Vec<HeaderName> {
+    let mut names: Vec<HeaderName> = names
+        .iter()
+        .filter_map(|n| HeaderName::from_bytes(n.as_bytes()).ok())
+        .collect();
+    names.sort_unstable_by(|a, b| a.as_str().cmp(b.as_str()));
+    names.dedup();
+    names
+}
+
+/// The fields of `headers` named in `names`.
+fn narrow(names: &[HeaderName], headers: &HeaderMap) -> HeaderMap {
+    let mut view = HeaderMap::with_capacity(names.len());
+    for name in names {
+        for v in headers.get_all(name) {
+            view.append(name.clone(), v.clone());
+        }
+    }
+    view
 }
 
 impl<F: Filter> Prepared<F> {
@@ -227,22 +267,37 @@ impl<F: Filter> Prepared<F> {
     /// carry it.
     pub fn init(vars: &Vars) -> Result<Self, String> {
         let filter = F::init(vars)?;
-        let reads = filter.request_headers().map(|names| {
-            let mut names: Vec<HeaderName> = names
-                .iter()
-                .filter_map(|n| HeaderName::from_bytes(n.as_bytes()).ok())
-                .collect();
-            names.sort_unstable_by(|a, b| a.as_str().cmp(b.as_str()));
-            names.dedup();
-            names
-        });
+        let reads = filter.request_headers().map(name_list);
+        let response_reads = filter.response_headers().map(name_list);
         let mut fixed = ResponseEdits::default();
         filter.fixed_response_edits(&mut fixed);
         Ok(Self {
             filter,
             reads,
+            response_reads,
             fixed,
         })
+    }
+
+    /// The response headers `on_response` reads; `None`: all.
+    pub fn response_reads(&self) -> Option<&[HeaderName]> {
+        self.response_reads.as_deref()
+    }
+
+    /// Runs `on_response` if the filter wants this response (it asked for
+    /// responses, and this one carries a header it reads), showing it only
+    /// the headers it reads; its edits go into `res`.
+    pub fn respond(&self, status: u16, headers: &HeaderMap, res: &mut ResponseEdits) {
+        if !F::WANTS_RESPONSE {
+            return;
+        }
+        match &self.response_reads {
+            None => self.filter.on_response(status, headers, res),
+            Some(names) if names.iter().any(|n| headers.contains_key(n)) => self
+                .filter
+                .on_response(status, &narrow(names, headers), res),
+            Some(_) => {}
+        }
     }
 
     /// The request headers the filter reads; `None`: all.
@@ -258,14 +313,7 @@ impl<F: Filter> Prepared<F> {
     /// The headers the filter is shown: only those it reads, or `None`
     /// when it reads them all (then it is shown `headers` itself).
     pub fn view(&self, headers: &HeaderMap) -> Option<HeaderMap> {
-        let reads = self.reads.as_ref()?;
-        let mut view = HeaderMap::with_capacity(reads.len());
-        for name in reads {
-            for v in headers.get_all(name) {
-                view.append(name.clone(), v.clone());
-            }
-        }
-        Some(view)
+        Some(narrow(self.reads.as_ref()?, headers))
     }
 }
 
@@ -396,6 +444,48 @@ mod tests {
             Prepared::<Deny>::init(&Vars::from_pairs(Vec::<(String, String)>::new())).unwrap();
         assert!(all.view(&h).is_none());
         assert!(all.fixed().ops().is_empty());
+    }
+
+    /// Counts the `set-cookie` fields it is shown.
+    struct Cookies;
+    impl Filter for Cookies {
+        const VARIABLES: &'static [&'static str] = &[];
+        const WANTS_RESPONSE: bool = true;
+        fn init(_: &Vars) -> Result<Self, String> {
+            Ok(Cookies)
+        }
+        fn response_headers(&self) -> Option<Vec<String>> {
+            Some(vec!["set-cookie".into()])
+        }
+        fn on_request(&self, _: &mut Request, _: &mut ResponseEdits) -> Verdict {
+            Verdict::Continue
+        }
+        fn on_response(&self, _: u16, headers: &HeaderMap, res: &mut ResponseEdits) {
+            let shown = headers.len().to_string();
+            res.set("x-shown", &shown);
+        }
+    }
+
+    #[test]
+    fn on_response_runs_only_for_responses_with_a_header_it_reads() {
+        let p =
+            Prepared::<Cookies>::init(&Vars::from_pairs(Vec::<(String, String)>::new())).unwrap();
+        let mut h = HeaderMap::new();
+        h.insert("content-type", HeaderValue::from_static("text/plain"));
+        let mut res = ResponseEdits::default();
+        p.respond(200, &h, &mut res);
+        assert!(res.ops().is_empty(), "called without a set-cookie");
+        h.append("set-cookie", HeaderValue::from_static("a=1"));
+        h.append("set-cookie", HeaderValue::from_static("b=2"));
+        p.respond(200, &h, &mut res);
+        let mut out = HeaderMap::new();
+        res.apply(&mut out);
+        assert_eq!(out["x-shown"], "2", "shown only the set-cookie fields");
+        // A filter that does not want responses is never called.
+        let d = Prepared::<Deny>::init(&Vars::from_pairs(Vec::<(String, String)>::new())).unwrap();
+        let mut res = ResponseEdits::default();
+        d.respond(200, &h, &mut res);
+        assert!(res.ops().is_empty());
     }
 
     #[test]

@@ -14,6 +14,7 @@ pub const VARIABLES: &[&str] = &[
     "allowed_hosts",
     "max_body_bytes",
     "dns_check",
+    "strict_ip_literals",
 ];
 
 #[derive(Debug, Clone)]
@@ -75,6 +76,7 @@ impl Config {
             policy: Policy {
                 schemes,
                 allowed_hosts,
+                strict_ip_literals: v.boolean("strict_ip_literals", true)?,
             },
             max_body_bytes: v.number("max_body_bytes", 1024 * 1024)?,
             dns_check: v.boolean("dns_check", false)?,

@@ -2,6 +2,15 @@
 //! WHATWG parser (`url` crate), which is what browsers and most HTTP clients
 //! do, so decimal, octal, hex and short IPv4 forms, case tricks and IDNA
 //! spellings are normalised before anything is checked.
+//!
+//! With `strict_ip_literals` (the default) an address is also refused by
+//! its *spelling*: an IPv4 host written other than as four dotted decimal
+//! parts (`0x7f.1`, `010.010.010.010`, `2130706433`, `1.2.3.4.`), and any
+//! IPv6 form that carries an IPv4 address (mapped, compatible, NAT64, 6to4,
+//! Teredo). Parsers disagree on such forms, so the service that finally
+//! fetches the URL may not go where this check looked. The spelling is
+//! the URL's authority as written, compared against the WHATWG parser's
+//! canonical serialisation of the address it found there.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
@@ -16,6 +25,8 @@ pub enum Reason {
     Credentials,
     NoHost,
     BlockedAddress,
+    /// An address spelled in a form other parsers read differently.
+    AmbiguousAddress,
     BlockedHost,
     NotAllowlisted,
     Unresolvable,
@@ -44,6 +55,8 @@ pub struct Policy {
     pub schemes: Vec<String>,
     /// Exact hosts, or `.suffix` entries from `*.suffix` patterns.
     pub allowed_hosts: Vec<String>,
+    /// Refuse addresses by spelling as well as by value (module docs).
+    pub strict_ip_literals: bool,
 }
 
 /// Host names that lead to cloud metadata services or the local machine.
@@ -59,6 +72,8 @@ const BLOCKED_NAMES: &[&str] = &[
     "metadata.packet.net",
     "metadata.platformequinix.com",
     "metadata.oraclecloud.com",
+    "api.metadata.cloud.ibm.com",
+    "metadata.azure.com",
     "kubernetes.default",
     "kubernetes.default.svc",
 ];
@@ -86,8 +101,18 @@ impl Policy {
             return Err(Reason::Credentials);
         }
         match url.host().ok_or(Reason::NoHost)? {
-            Host::Ipv4(ip) => check_ip(IpAddr::V4(ip))?,
-            Host::Ipv6(ip) => check_ip(IpAddr::V6(ip))?,
+            Host::Ipv4(ip) => {
+                if self.strict_ip_literals && raw_host(raw.trim()) != Some(&ip.to_string()) {
+                    return Err(Reason::AmbiguousAddress);
+                }
+                check_ip(IpAddr::V4(ip))?
+            }
+            Host::Ipv6(ip) => {
+                if self.strict_ip_literals && embeds_v4(ip) {
+                    return Err(Reason::AmbiguousAddress);
+                }
+                check_ip(IpAddr::V6(ip))?
+            }
             Host::Domain(name) => {
                 let name = name.trim_end_matches('.');
                 if name.is_empty() {
@@ -120,6 +145,25 @@ impl Policy {
         Ok(url)
     }
 }
+
+/// The host as written in `input`: the authority after the scheme, without
+/// userinfo and port. Only compared with the parser's canonical spelling
+/// of an IPv4 host (which never holds `:`, `@`, `[` or a path character),
+/// so any input this cannot read as the parser did ends up refused.
+fn raw_host(input: &str) -> Option<&str> {
+    let (_, rest) = input.split_once(':')?;
+    let rest = rest.trim_start_matches(['/', '\\']);
+    let authority = &rest[..rest.find(['/', '?', '#', '\\']).unwrap_or(rest.len())];
+    let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    Some(host_port.rsplit_once(':').map_or(host_port, |(h, _)| h))
+}
+
+/// Addresses in public space that reach a cloud platform's own services
+/// from inside its VMs (everything else providers document sits in the
+/// link-local, CGNAT, IETF or unique-local ranges refused below).
+const PLATFORM_V4: &[[u8; 4]] = &[
+    [168, 63, 129, 16], // Azure WireServer (platform DNS, health probes, agent)
+];
 
 /// Refuses every address that is not plainly public.
 pub fn check_ip(ip: IpAddr) -> Result<(), Reason> {
@@ -161,7 +205,7 @@ fn blocked_v4(ip: Ipv4Addr) -> bool {
         ([224, 0, 0, 0], 4),     // multicast
         ([240, 0, 0, 0], 4),     // reserved, broadcast
     ];
-    NETS.iter().any(|(n, p)| in_v4(ip, *n, *p))
+    NETS.iter().any(|(n, p)| in_v4(ip, *n, *p)) || PLATFORM_V4.contains(&ip.octets())
 }
 
 fn blocked_v6(ip: Ipv6Addr) -> bool {
@@ -181,6 +225,14 @@ fn blocked_v6(ip: Ipv6Addr) -> bool {
         || (first == 0x2001 && s[1] == 0x0db8) // documentation
         || (first == 0x2001 && s[1] == 0x0000) // Teredo: hides the real peer
         || (first == 0x0100 && s[1] == 0 && s[2] == 0 && s[3] == 0) // discard-only
+}
+
+/// Whether `ip` is one of the forms that carry an IPv4 address: those
+/// [`embedded_v4`] reads, and Teredo `2001::/32` (whose client address is
+/// stored obfuscated).
+fn embeds_v4(ip: Ipv6Addr) -> bool {
+    let s = ip.segments();
+    embedded_v4(ip).is_some() || (s[0] == 0x2001 && s[1] == 0)
 }
 
 /// The IPv4 address inside IPv4-mapped, IPv4-compatible, NAT64 and 6to4
@@ -212,15 +264,114 @@ fn embedded_v4(ip: Ipv6Addr) -> Option<Ipv4Addr> {
 mod tests {
     use super::*;
 
+    /// Judges addresses by value only, as `strict_ip_literals = false` does.
     fn policy() -> Policy {
         Policy {
             schemes: vec!["https".into()],
             allowed_hosts: vec![],
+            strict_ip_literals: false,
+        }
+    }
+
+    fn strict() -> Policy {
+        Policy {
+            strict_ip_literals: true,
+            ..policy()
         }
     }
 
     fn refused(url: &str) -> Reason {
         policy().check(url).expect_err(url)
+    }
+
+    #[test]
+    fn strict_mode_refuses_every_non_canonical_ipv4_spelling_even_of_public_addresses() {
+        for u in [
+            // one integer, hex, octal
+            "https://134744072/",  // 8.8.8.8
+            "https://0x08080808/", // 8.8.8.8
+            "https://01002004010/",
+            "https://2130706433/",
+            "https://0x7f000001/",
+            // hex, octal or zero-padded parts
+            "https://0x8.0x8.0x8.0x8/",
+            "https://010.010.010.010/", // 8.8.8.8 here, 10.10.10.10 elsewhere
+            "https://0010.0.0.1/",      // zero-padded octal: 8.0.0.1
+            "https://8.8.8.010/",
+            "https://93.184.216.034/",
+            // two- and three-part short forms
+            "https://8.526344/",
+            "https://8.8.2056/",
+            "https://127.1/",
+            "https://93.12097570/",
+            "https://1.2.3/",
+            // spellings only the WHATWG parser normalises
+            "https://8.8.8.8./",
+            "https://%38.8.8.8/",
+            "https://\u{ff18}.8.8.8/", // fullwidth digit
+            "https://8.8.8\t.8/",
+        ] {
+            assert_eq!(
+                strict().check(u).unwrap_err(),
+                Reason::AmbiguousAddress,
+                "{u}"
+            );
+        }
+    }
+
+    #[test]
+    fn strict_mode_refuses_ipv6_forms_that_carry_ipv4_whatever_the_address() {
+        for u in [
+            "https://[::ffff:8.8.8.8]/",                       // mapped
+            "https://[::ffff:808:808]/",                       // mapped, hex
+            "https://[::8.8.8.8]/",                            // compatible
+            "https://[::ffff:0:8.8.8.8]/",                     // translated
+            "https://[64:ff9b::8.8.8.8]/",                     // NAT64
+            "https://[64:ff9b::808:808]/",                     // NAT64, hex
+            "https://[64:ff9b:1::808:808]/",                   // NAT64 local-use
+            "https://[2002:808:808::]/",                       // 6to4
+            "https://[2002:5db8:d822::1]/",                    // 6to4 of 93.184.216.34
+            "https://[2001:0:4136:e378:8000:63bf:3fff:fdd2]/", // Teredo
+            "https://[2001::1]/",                              // Teredo
+        ] {
+            assert_eq!(
+                strict().check(u).unwrap_err(),
+                Reason::AmbiguousAddress,
+                "{u}"
+            );
+        }
+    }
+
+    #[test]
+    fn strict_mode_passes_canonical_public_addresses_and_names() {
+        for ok in [
+            "https://8.8.8.8/",
+            "https://8.8.8.8:8443/x?y=1#z",
+            "https://93.184.216.34",
+            "https://[2606:4700:4700::1111]/",
+            "https://example.com/",
+            "https://api.github.com/repos",
+            "https://1.example/",
+        ] {
+            assert!(strict().check(ok).is_ok(), "{ok} should pass");
+        }
+        // Internal canonical addresses are still refused by value.
+        assert_eq!(
+            strict().check("https://10.0.0.1/").unwrap_err(),
+            Reason::BlockedAddress
+        );
+    }
+
+    #[test]
+    fn platform_addresses_in_public_space_are_refused() {
+        for u in [
+            "https://168.63.129.16/",
+            "https://168.63.129.16:32526/vmSettings",
+            "https://[::ffff:168.63.129.16]/",
+        ] {
+            assert_eq!(refused(u), Reason::BlockedAddress, "{u}");
+        }
+        assert!(policy().check("https://168.63.129.17/").is_ok());
     }
 
     #[test]
@@ -358,6 +509,7 @@ mod tests {
         let p = Policy {
             schemes: vec!["https".into()],
             allowed_hosts: vec!["api.partner.com".into(), ".cdn.example".into()],
+            strict_ip_literals: true,
         };
         assert!(p.check("https://api.partner.com/x").is_ok());
         assert!(p.check("https://API.partner.com./x").is_ok());

@@ -1,5 +1,5 @@
 //! The filter path: runs of components that export Tollgate's filter
-//! interface (`tollgate:gate/filter@0.2.0`, `wit/filter.wit`) are called
+//! interface (`tollgate:gate/filter@0.3.0`, `wit/filter.wit`) are called
 //! synchronously, in order, with plain data, on the task that holds the
 //! request — no `wasi:http` resources, streams or async hops.
 //!
@@ -46,7 +46,7 @@ use bindings::exports::tollgate::gate::filter as wit;
 pub use bindings::{Gate, GatePre};
 
 /// The interface a filter-capable component exports.
-pub const FILTER: &str = "tollgate:gate/filter@0.2.0";
+pub const FILTER: &str = "tollgate:gate/filter@0.3.0";
 
 /// Most idle sets a run keeps for reuse (a set is held only for a
 /// request's pass through the filters, so few are in use at once; the
@@ -72,6 +72,9 @@ struct Caps {
     wants_response: bool,
     /// The request headers it reads; `None`: all.
     reads: Option<Vec<HeaderName>>,
+    /// With `wants_response`: the response headers `on-response` reads
+    /// (it is called only when one is there); `None`: all.
+    response_reads: Option<Vec<HeaderName>>,
     /// Edits for every response through it, before the verdict's.
     fixed: Vec<Edit>,
 }
@@ -183,6 +186,7 @@ impl FilterRun {
                     body_limit: c.body_limit,
                     wants_response: c.wants_response,
                     reads: c.request_headers.map(|names| read_list(&names)),
+                    response_reads: c.response_headers.map(|names| read_list(&names)),
                     fixed: parse_edits(c.response_edits).map_err(|_| {
                         SetupError::Other(wasmtime::format_err!(
                             "component `{}` declared an invalid fixed response header",
@@ -333,7 +337,9 @@ impl FilterRun {
             let f = &self.filters[i];
             apply_edits(res.headers_mut(), &f.caps.fixed);
             apply_to_map(res.headers_mut(), ops)?;
-            if !f.caps.wants_response {
+            if !f.caps.wants_response
+                || !carries_any(res.headers(), f.caps.response_reads.as_deref())
+            {
                 continue;
             }
             let set = match &mut again {
@@ -343,7 +349,11 @@ impl FilterRun {
             let status = res.status().as_u16();
             let call = set.gates[i]
                 .tollgate_gate_filter()
-                .call_on_response(&mut set.store, status, &fields(res.headers(), None))
+                .call_on_response(
+                    &mut set.store,
+                    status,
+                    &fields(res.headers(), f.caps.response_reads.as_deref()),
+                )
                 .await;
             match call {
                 Ok(ops) => apply_to_map(res.headers_mut(), ops)?,
@@ -443,6 +453,11 @@ fn read_list(names: &[String]) -> Vec<HeaderName> {
     list.sort_unstable_by(|a, b| a.as_str().cmp(b.as_str()));
     list.dedup();
     list
+}
+
+/// Whether `headers` has a field a filter reads (`None`: it reads all).
+fn carries_any(headers: &HeaderMap, reads: Option<&[HeaderName]>) -> bool {
+    reads.is_none_or(|names| names.iter().any(|n| headers.contains_key(n)))
 }
 
 /// The name a filter reported, if it is a sensible metric label; else the
@@ -586,6 +601,18 @@ mod tests {
             ]
         );
         assert_eq!(fields(&m, None).len(), 3);
+    }
+
+    #[test]
+    fn on_response_is_called_only_for_a_header_it_reads() {
+        let mut m = HeaderMap::new();
+        m.insert("content-type", HeaderValue::from_static("text/plain"));
+        let cookies = [HeaderName::from_static("set-cookie")];
+        assert!(carries_any(&m, None));
+        assert!(!carries_any(&m, Some(&cookies)));
+        assert!(!carries_any(&m, Some(&[])));
+        m.append("set-cookie", HeaderValue::from_static("a=1"));
+        assert!(carries_any(&m, Some(&cookies)));
     }
 
     #[test]

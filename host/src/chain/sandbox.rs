@@ -49,6 +49,10 @@ pub fn engine(limits: &Limits) -> wasmtime::Result<Engine> {
     config.wasm_component_model(true);
     config.wasm_component_model_async(true);
     config.epoch_interruption(true);
+    if std::env::var_os("TOLLGATE_PERFMAP").is_some() {
+        // For `benches/profile.sh`: names guest functions in `perf report`.
+        config.profiler(wasmtime::ProfilingStrategy::PerfMap);
+    }
     let slots = pool_slots(limits);
     let mut pool = PoolingAllocationConfig::new();
     // A filter set is one component instance per filter, so allow several
