@@ -1,7 +1,7 @@
 //! End to end, through the real `tollgate` binary and a real origin: the
 //! SSRF guard refuses addresses by spelling (`strict_ip_literals`), the
-//! headers gate hardens the origin's cookies, and Spin's internal headers
-//! never reach the origin under `tollgate up`.
+//! headers gate hardens the origin's cookies, and the token bucket tells
+//! a store whose compare-and-swap never succeeds from a limit.
 
 mod common;
 
@@ -200,4 +200,51 @@ on_both_paths!(
     strict_spelling_can_be_switched_off,
     origin_cookies_are_hardened_one_field_each,
     cookie_policy_is_configurable,
+    a_store_whose_cas_never_succeeds_is_not_mistaken_for_a_limit,
 );
+
+fn limited(origin: &str, vars: &str) -> String {
+    config(&format!(
+        "[kv]\nsimulate_broken_cas = true\n[components.rate-limit]\nsource = \"builtin:rate-limit\"\nkey_value_stores = [\"default\"]\nvariables = {{ policies = \"per-ip ip 5/60s\"{vars} }}\n[[route]]\norigin = \"{origin}\"\nmiddleware = [\"rate-limit\"]\n"
+    ))
+}
+
+/// On a store whose compare-and-swap never succeeds (as Spin 4.1's Redis
+/// store's), the token bucket must not pass for "rate limited": it answers
+/// as `on_store_error` says, and logs the fix once.
+async fn a_store_whose_cas_never_succeeds_is_not_mistaken_for_a_limit() {
+    let origin = Origin::start().await;
+    let c = client();
+    let closed = Gateway::start(&limited(&origin.url(), ""));
+    for _ in 0..10 {
+        let r = get(&c, &closed.url("/x")).await;
+        assert_eq!(r.status, 503, "{r:?}");
+        assert_eq!(r.header("retry-after"), Some("1"));
+    }
+    assert_eq!(origin.count(), 0);
+    let names_the_fix =
+        |l: &&str| l.contains("compare-and-swap never succeeds") && l.contains("sliding-window");
+    let mut log = closed.log_text();
+    for _ in 0..40 {
+        if log.lines().any(|l| names_the_fix(&l)) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        log = closed.log_text();
+    }
+    let fix: Vec<&str> = log.lines().filter(names_the_fix).collect();
+    assert_eq!(fix.len(), 1, "the fix is logged once a minute:\n{log}");
+    assert!(fix[0].contains("ERROR"), "{}", fix[0]);
+
+    let open = Gateway::start(&limited(&origin.url(), ", on_store_error = \"open\""));
+    for _ in 0..3 {
+        assert_eq!(get(&c, &open.url("/x")).await.status, 200);
+    }
+    // The sliding window needs only increments: exact on the same store.
+    let sliding = Gateway::start(&limited(&origin.url(), ", algorithm = \"sliding-window\""));
+    let mut statuses = Vec::new();
+    for _ in 0..8 {
+        statuses.push(get(&c, &sliding.url("/x")).await.status);
+    }
+    assert_eq!(statuses, [200, 200, 200, 200, 200, 429, 429, 429]);
+}

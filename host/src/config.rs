@@ -59,6 +59,9 @@ pub struct KvLimits {
     pub max_entries: usize,
     pub idle_expiry: Duration,
     pub backend: KvBackendConfig,
+    /// Fault injection for tests: the embedded store's compare-and-swap
+    /// always reports a conflict (as Spin 4.1's Redis store does).
+    pub simulate_broken_cas: bool,
 }
 
 /// The key-value backend: embedded (default) or a shared Redis server.
@@ -245,6 +248,7 @@ struct RawKv {
     backend: String,
     redis_url: Option<String>,
     redis_timeout_ms: i64,
+    simulate_broken_cas: bool,
 }
 
 impl Default for RawKv {
@@ -255,6 +259,7 @@ impl Default for RawKv {
             backend: "memory".into(),
             redis_url: None,
             redis_timeout_ms: DEFAULT_REDIS_TIMEOUT_MS,
+            simulate_broken_cas: false,
         }
     }
 }
@@ -505,7 +510,11 @@ impl Validator {
                 self.positive("kv.idle_expiry_secs", raw.kv.idle_expiry_secs),
             ),
             backend: self.kv_backend(&raw.kv, env),
+            simulate_broken_cas: raw.kv.simulate_broken_cas,
         };
+        if kv.simulate_broken_cas && !matches!(kv.backend, KvBackendConfig::Memory) {
+            self.err("kv.simulate_broken_cas", "needs kv.backend = \"memory\"");
+        }
 
         let components = self.components(&raw.components, base, env);
         let routes = self.routes(&raw.routes, &components);

@@ -98,10 +98,12 @@ pub async fn build(config: &Config) -> anyhow::Result<Gateway> {
     let mut metrics = Metrics::new();
     let kv = match &config.kv.backend {
         KvBackendConfig::Memory => {
-            let m = Arc::new(MemoryStore::new(
-                config.kv.max_entries,
-                config.kv.idle_expiry,
-            ));
+            let mut m = MemoryStore::new(config.kv.max_entries, config.kv.idle_expiry);
+            if config.kv.simulate_broken_cas {
+                tracing::warn!("kv.simulate_broken_cas: every compare-and-swap will fail");
+                m = m.with_broken_cas();
+            }
+            let m = Arc::new(m);
             metrics.watch_kv(m.clone());
             KvBackend::Memory(m)
         }

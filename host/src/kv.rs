@@ -51,9 +51,19 @@ pub struct MemoryStore {
     hasher: Hasher,
     per_shard: usize,
     idle: Duration,
+    /// Fault injection (`[kv] simulate_broken_cas`): every compare-and-swap
+    /// reports a conflict and writes nothing.
+    broken_cas: bool,
 }
 
 impl MemoryStore {
+    /// Makes every compare-and-swap fail as Spin 4.1's Redis store's does:
+    /// for testing how gates behave on such a store.
+    pub fn with_broken_cas(mut self) -> Self {
+        self.broken_cas = true;
+        self
+    }
+
     pub fn new(max_entries: usize, idle_expiry: Duration) -> Self {
         Self {
             shards: (0..SHARDS)
@@ -67,6 +77,7 @@ impl MemoryStore {
             hasher: Hasher::default(),
             per_shard: max_entries.div_ceil(SHARDS).max(1),
             idle: idle_expiry,
+            broken_cas: false,
         }
     }
 
@@ -197,6 +208,8 @@ impl MemoryStore {
         let mut s = self.shard(key);
         let version = s.next_version;
         match self.live(&mut s, key, now) {
+            Some(e) if self.broken_cas => Err((Some(e.value.clone()), Version(e.version))),
+            None if self.broken_cas => Err((None, Version(0))),
             Some(e) if e.version == expected.0 => {
                 // Swapped in place: one lookup on the hot path.
                 e.value = value;

@@ -104,15 +104,18 @@ struct LineWriter {
 }
 
 impl LineWriter {
+    /// Logs the line; one that starts `ERROR ` or `WARN ` (the SDK's
+    /// convention, which Spin shows as it is) is logged at that level.
     fn emit(&mut self) {
         let text = String::from_utf8_lossy(&self.line);
-        tracing::info!(
-            target: "tollgate::component",
-            component = %self.stream.tag,
-            stream = self.stream.stream,
-            "{}",
-            text.trim_end()
-        );
+        let (tag, stream) = (&self.stream.tag, self.stream.stream);
+        if let Some(rest) = text.strip_prefix("ERROR ") {
+            tracing::error!(target: "tollgate::component", component = %tag, stream, "{}", rest.trim_end());
+        } else if let Some(rest) = text.strip_prefix("WARN ") {
+            tracing::warn!(target: "tollgate::component", component = %tag, stream, "{}", rest.trim_end());
+        } else {
+            tracing::info!(target: "tollgate::component", component = %tag, stream, "{}", text.trim_end());
+        }
         self.line.clear();
     }
 }

@@ -11,7 +11,7 @@ pub mod policy;
 use policy::{Algorithm, Config, Facts};
 use tollgate_sdk::config::Vars;
 use tollgate_sdk::filter::{Filter, Request, ResponseEdits, Verdict};
-use tollgate_sdk::kv::Store;
+use tollgate_sdk::kv::{Store, StoreError};
 use tollgate_sdk::limit::{check_gcra, now_micros, sliding_window};
 use tollgate_sdk::problem;
 use tollgate_sdk::request::{client_ip, header_str, set_header};
@@ -49,11 +49,13 @@ impl Filter for Config {
                 },
                 Err(e) => Err(e.clone()),
             };
+            if let (Err(e), Ok(store)) = (&result, &store) {
+                report(store, e, now, self.fail_open);
+            }
             match result {
                 Ok(d) => decisions.push((p, d)),
-                Err(e) if self.fail_open => eprintln!("rate-limit: store error, admitting: {e}"),
-                Err(e) => {
-                    eprintln!("rate-limit: store error, refusing: {e}");
+                Err(_) if self.fail_open => {}
+                Err(_) => {
                     let mut a = problem::answer(503, "Rate limiting is unavailable; retry later.");
                     set_header(a.headers_mut(), "retry-after", "1");
                     return Verdict::Answer(a);
@@ -76,6 +78,26 @@ impl Filter for Config {
         );
         Verdict::Answer(a)
     }
+}
+
+/// Logs a store error. A store whose compare-and-swap never succeeds is a
+/// configuration problem with one fix; that is logged at error level,
+/// naming the fix, at most once a minute across every instance sharing the
+/// store (the minute's slot is claimed with an atomic increment, which such
+/// stores do support). Other errors are logged as they happen.
+fn report(store: &Store, e: &StoreError, now: u64, admitting: bool) {
+    let outcome = if admitting { "admitting" } else { "refusing" };
+    if *e != StoreError::CasBroken {
+        eprintln!("rate-limit: store error, {outcome}: {e}");
+        return;
+    }
+    let slot = policy::cas_broken_log_key(now);
+    if store.increment(&slot, 1).is_ok_and(|n| n > 1) {
+        return;
+    }
+    eprintln!(
+        "ERROR rate-limit: {e}, so the token bucket cannot run on it ({outcome} requests); set variable `algorithm = \"sliding-window\"`"
+    );
 }
 
 tollgate_sdk::export_filter!(Config);

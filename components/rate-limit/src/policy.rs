@@ -275,9 +275,25 @@ pub fn combine(decisions: &[(&Policy, Decision)]) -> Verdict {
     }
 }
 
+/// The key whose first increment in a minute claims that minute's log line
+/// about a broken compare-and-swap (`now` in microseconds).
+pub fn cas_broken_log_key(now: u64) -> String {
+    format!("tollgate:rate-limit:cas-broken-logged:{}", now / 60_000_000)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_broken_cas_line_is_claimed_once_per_minute() {
+        let t = 1_700_000_000_000_000u64;
+        assert_eq!(
+            cas_broken_log_key(t),
+            cas_broken_log_key(t + 59_000_000 - t % 60_000_000)
+        );
+        assert_ne!(cas_broken_log_key(t), cas_broken_log_key(t + 60_000_000));
+    }
 
     fn config(policies: &str) -> Config {
         Config::parse(&Vars::from_pairs([("policies", policies)])).unwrap()
