@@ -380,7 +380,44 @@ fn unsupported_runtime_config_is_refused_naming_the_key() {
     }
 }
 
+/// Under `tollgate up` the chain gets Spin's own `spin-*` headers (and no
+/// forwarding headers), as on Spin; the origin component strips them and
+/// sets the forwarding headers from Spin's client address.
+async fn spin_headers_never_reach_the_origin_and_forwarding_headers_do() {
+    let origin = Origin::start().await;
+    let gw = up(&origin, &[]);
+    let r = send(
+        &client(),
+        with_key(
+            &gw.url("/api/items?x=1"),
+            &[
+                ("spin-client-addr", "6.6.6.6:1"),
+                ("spin-full-url", "http://evil.example/"),
+                ("x-forwarded-for", "6.6.6.6"),
+                ("x-forwarded-host", "evil.example"),
+                ("x-tollgate-client-ip", "6.6.6.6"),
+            ],
+        ),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{r:?}");
+    let seen = origin.last();
+    let spin: Vec<_> = seen
+        .headers
+        .keys()
+        .filter(|k| k.starts_with("spin-"))
+        .collect();
+    assert!(spin.is_empty(), "{spin:?}");
+    assert!(!seen.headers.contains_key("x-tollgate-client-ip"));
+    assert_eq!(seen.headers["x-forwarded-for"], "127.0.0.1");
+    assert_eq!(seen.headers["x-forwarded-proto"], "http");
+    assert_eq!(seen.headers["x-forwarded-host"], gw.addr.to_string());
+    // Rate limits keyed on the client saw the real address, not the forged one.
+    assert!(!gw.log_text().contains("6.6.6.6"));
+}
+
 on_both_paths!(
+    spin_headers_never_reach_the_origin_and_forwarding_headers_do,
     spin_toml_runs_every_middleware_in_front_of_the_origin_component,
     the_origin_component_retries_idempotent_requests_with_backoff,
     runtime_config_shares_state_through_redis,

@@ -22,6 +22,7 @@ pub mod routes;
 pub mod runtime_config;
 pub mod serve;
 pub mod services;
+pub mod spin_headers;
 pub mod stdio;
 pub mod store;
 pub mod telemetry;

@@ -31,6 +31,8 @@ use crate::forwarded;
 use crate::gateway::{Gateway, RouteRuntime};
 use crate::outbound::strip_hop_by_hop;
 use crate::problem::Problem;
+use crate::routes::Matchable;
+use crate::spin_headers;
 use crate::timing;
 
 /// The body type of every response the gateway sends.
@@ -224,26 +226,39 @@ where
     };
 
     strip_hop_by_hop(&mut parts.headers);
-    forwarded::apply(&mut parts.headers, peer.ip(), &host, &gw.trusted_proxies);
     // Only the gateway says who the client is, and asks for timings.
-    parts.headers.remove(forwarded::SPIN_CLIENT_ADDR);
     parts.headers.remove(timing::HEADER);
-    let client = forwarded::client_ip(&parts.headers, &gw.trusted_proxies).unwrap_or(peer.ip());
-    parts.headers.insert(
-        forwarded::CLIENT_IP,
-        HeaderValue::from_str(&client.to_string()).expect("an IP is header-safe"),
-    );
-    parts.headers.insert(
-        "x-request-id",
-        HeaderValue::from_str(request_id).expect("ids are header-safe"),
-    );
-    // Components see an absolute URI naming the host the client asked for.
+    parts.headers.remove(forwarded::CLIENT_IP);
     let pq = parts
         .uri
         .path_and_query()
         .map(|p| p.as_str())
         .unwrap_or("/")
         .to_owned();
+    if route.origin.is_none() {
+        // A Spin app: the request as Spin's trigger would hand it over.
+        spin_headers::apply(
+            &mut parts.headers,
+            peer,
+            &format!("http://{host}{pq}"),
+            parts.uri.path(),
+            route.prefix(),
+            route.exact(),
+        );
+    } else {
+        forwarded::apply(&mut parts.headers, peer.ip(), &host, &gw.trusted_proxies);
+        parts.headers.remove(forwarded::SPIN_CLIENT_ADDR);
+        let client = forwarded::client_ip(&parts.headers, &gw.trusted_proxies).unwrap_or(peer.ip());
+        parts.headers.insert(
+            forwarded::CLIENT_IP,
+            HeaderValue::from_str(&client.to_string()).expect("an IP is header-safe"),
+        );
+    }
+    parts.headers.insert(
+        "x-request-id",
+        HeaderValue::from_str(request_id).expect("ids are header-safe"),
+    );
+    // Components see an absolute URI naming the host the client asked for.
     parts.uri = match Uri::builder()
         .scheme("http")
         .authority(host.as_str())

@@ -13,6 +13,7 @@ pub const VARIABLES: &[&str] = &[
     "backoff_base_ms",
     "backoff_cap_ms",
     "max_body_bytes",
+    "trusted_proxies",
 ];
 
 #[derive(Debug, Clone)]
@@ -25,6 +26,8 @@ pub struct Config {
     pub backoff_base_ms: u64,
     pub backoff_cap_ms: u64,
     pub max_body_bytes: usize,
+    /// Proxies whose forwarding headers are believed (see `forwarded`).
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 fn origin(name: &str, url: &str) -> Result<String, String> {
@@ -76,6 +79,7 @@ impl Config {
             backoff_base_ms: v.number("backoff_base_ms", 50)?,
             backoff_cap_ms: v.number("backoff_cap_ms", 1_000)?,
             max_body_bytes: v.number("max_body_bytes", 1024 * 1024)?,
+            trusted_proxies: crate::forwarded::parse_trusted(&v.list("trusted_proxies", ""))?,
         };
         if config.max_attempts == 0
             || config.connect_timeout_ms == 0

@@ -3,11 +3,13 @@
 //! its variables, over `wasi:http/client` (so only `allowed_outbound_hosts`
 //! are reachable), with connect and response timeouts, and retries
 //! idempotent requests that fail to connect or get 502/503/504, with
-//! capped exponential backoff.
+//! capped exponential backoff. Spin's `spin-*` headers never reach the
+//! origin; the forwarding headers are set from what Spin reports.
 //!
-//! Decisions are in [`forward`].
+//! Decisions are in [`forward`] and [`forwarded`].
 
 pub mod forward;
+pub mod forwarded;
 
 use std::sync::OnceLock;
 
@@ -52,6 +54,7 @@ async fn handle(req: Request) -> tollgate_sdk::Result {
         }
     };
     parts.uri = uri;
+    forwarded::apply(&mut parts.headers, &config.trusted_proxies);
     // Forbidden for a guest to set: the host sets them.
     parts.headers.remove("host");
     parts.headers.remove("connection");

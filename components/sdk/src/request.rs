@@ -17,16 +17,20 @@ pub const CLIENT_IP_HEADERS: [&str; 2] = [CLIENT_IP, SPIN_CLIENT_ADDR];
 /// The request id header.
 pub const REQUEST_ID: &str = "x-request-id";
 
-/// The client's IP address as the host established it.
+/// The client's IP address as the host established it: Spin's
+/// `spin-client-addr` where the host is Spin (or Tollgate running a Spin
+/// app), which always sets it, so a client-sent `x-tollgate-client-ip`
+/// is never believed there; else Tollgate's header (Tollgate's host
+/// removes a client-sent `spin-client-addr` on its own routes).
 pub fn client_ip(headers: &HeaderMap) -> Option<IpAddr> {
-    if let Some(ip) = header_str(headers, CLIENT_IP).and_then(|v| v.parse().ok()) {
-        return Some(ip);
+    if let Some(addr) = header_str(headers, SPIN_CLIENT_ADDR) {
+        return addr
+            .parse::<std::net::SocketAddr>()
+            .map(|s| s.ip())
+            .ok()
+            .or_else(|| addr.parse().ok());
     }
-    let addr = header_str(headers, SPIN_CLIENT_ADDR)?;
-    addr.parse::<std::net::SocketAddr>()
-        .map(|s| s.ip())
-        .ok()
-        .or_else(|| addr.parse().ok())
+    header_str(headers, CLIENT_IP).and_then(|v| v.parse().ok())
 }
 
 /// The request id, if the request carries a valid one.
@@ -62,11 +66,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn client_ip_prefers_the_host_header() {
+    fn client_ip_comes_from_the_header_the_host_sets() {
         let mut h = HeaderMap::new();
-        h.insert(SPIN_CLIENT_ADDR, "198.51.100.1:4000".parse().unwrap());
-        assert_eq!(client_ip(&h), Some("198.51.100.1".parse().unwrap()));
         h.insert(CLIENT_IP, "203.0.113.5".parse().unwrap());
         assert_eq!(client_ip(&h), Some("203.0.113.5".parse().unwrap()));
+        // On Spin the trigger's address wins over a client-sent header.
+        h.insert(SPIN_CLIENT_ADDR, "198.51.100.1:4000".parse().unwrap());
+        assert_eq!(client_ip(&h), Some("198.51.100.1".parse().unwrap()));
+        h.insert(SPIN_CLIENT_ADDR, "not an address".parse().unwrap());
+        assert_eq!(client_ip(&h), None);
     }
 }
