@@ -66,6 +66,7 @@ fn ssrf_check(c: &mut Criterion) {
     let policy = tollgate_url_guard::ssrf::Policy {
         schemes: vec!["https".into()],
         allowed_hosts: vec![],
+        strict_ip_literals: true,
     };
     c.bench_function("ssrf_check", |b| {
         b.iter(|| {
