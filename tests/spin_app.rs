@@ -416,8 +416,34 @@ async fn spin_headers_never_reach_the_origin_and_forwarding_headers_do() {
     assert!(!gw.log_text().contains("6.6.6.6"));
 }
 
+/// With `trusted_proxies` set (the app variable in spin.toml), a proxy in
+/// front of Spin keeps its X-Forwarded-* chain, and the origin sees the
+/// client the proxy reported, with Spin's peer appended.
+async fn trusted_proxies_app_variable_keeps_the_proxys_forwarding_headers() {
+    let origin = Origin::start().await;
+    let gw = up(&origin, &[("SPIN_VARIABLE_TRUSTED_PROXIES", "127.0.0.0/8")]);
+    let r = send(
+        &client(),
+        with_key(
+            &gw.url("/api/items"),
+            &[
+                ("x-forwarded-for", "203.0.113.7"),
+                ("x-forwarded-proto", "https"),
+                ("x-forwarded-host", "api.example"),
+            ],
+        ),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{r:?}");
+    let seen = origin.last();
+    assert_eq!(seen.headers["x-forwarded-for"], "203.0.113.7, 127.0.0.1");
+    assert_eq!(seen.headers["x-forwarded-proto"], "https");
+    assert_eq!(seen.headers["x-forwarded-host"], "api.example");
+}
+
 on_both_paths!(
     spin_headers_never_reach_the_origin_and_forwarding_headers_do,
+    trusted_proxies_app_variable_keeps_the_proxys_forwarding_headers,
     spin_toml_runs_every_middleware_in_front_of_the_origin_component,
     the_origin_component_retries_idempotent_requests_with_backoff,
     runtime_config_shares_state_through_redis,

@@ -153,12 +153,28 @@ pub fn load(
     listen: std::net::SocketAddr,
     admin: Option<std::net::SocketAddr>,
 ) -> Result<Config, ConfigErrors> {
-    let one = |e: String| ConfigErrors(vec![e]);
     let text = std::fs::read_to_string(path)
-        .map_err(|e| one(format!("cannot read {}: {e}", path.display())))?;
-    let m: Manifest =
-        toml::from_str(&text).map_err(|e| one(e.to_string().trim_end().to_owned()))?;
-    let base = path.parent().unwrap_or(Path::new("."));
+        .map_err(|e| ConfigErrors(vec![format!("cannot read {}: {e}", path.display())]))?;
+    parse(
+        &text,
+        path.parent().unwrap_or(Path::new(".")),
+        env,
+        listen,
+        admin,
+    )
+}
+
+/// Builds the gateway configuration from manifest text; component
+/// `source` paths resolve against `base`.
+pub fn parse(
+    text: &str,
+    base: &Path,
+    env: &Env,
+    listen: std::net::SocketAddr,
+    admin: Option<std::net::SocketAddr>,
+) -> Result<Config, ConfigErrors> {
+    let m: Manifest = toml::from_str(text)
+        .map_err(|e| ConfigErrors(vec![e.to_string().trim_end().to_owned()]))?;
     let mut errors = Vec::new();
     if m.spin_manifest_version != 2 {
         errors.push(format!(

@@ -234,7 +234,8 @@ fn parse_api_key(entry: &str) -> Result<ApiKey, String> {
 }
 
 fn hex_decode(s: &str) -> Option<Vec<u8>> {
-    if s.len() % 2 != 0 {
+    // `from_str_radix` alone would also take a sign (`+a` is 10).
+    if s.len() % 2 != 0 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
         return None;
     }
     (0..s.len())
@@ -287,6 +288,12 @@ mod tests {
         assert_eq!(c.check_api_key("key-b").unwrap().identity, "bob");
         assert!(c.check_api_key("key-c").is_none());
         assert!(c.check_api_key("").is_none());
+        // A hash with a sign in it is not hex (`from_str_radix` takes
+        // `+5`; found by tests/properties/tests/inputs.rs).
+        let signed = format!("+{}", &sha_hex("key-a")[1..]);
+        assert!(
+            Config::parse(&Vars::from_pairs([("api_keys", format!("alice:{signed}"))])).is_err()
+        );
         // A plaintext key in the config is refused.
         let e =
             Config::parse(&Vars::from_pairs([("api_keys", "alice:my-secret-key")])).unwrap_err();

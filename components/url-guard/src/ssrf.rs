@@ -223,7 +223,11 @@ fn blocked_v6(ip: Ipv6Addr) -> bool {
         || (first & 0xffc0) == 0xfec0   // site-local fec0::/10 (deprecated)
         || (first & 0xff00) == 0xff00   // multicast ff00::/8
         || (first == 0x2001 && s[1] == 0x0db8) // documentation
+        || (first == 0x3fff && (s[1] & 0xf000) == 0) // documentation 3fff::/20 (RFC 9637)
         || (first == 0x2001 && s[1] == 0x0000) // Teredo: hides the real peer
+        || (first == 0x2001 && s[1] == 0x0002 && s[2] == 0) // benchmarking 2001:2::/48
+        || (first == 0x2001 && (s[1] & 0xfff0) == 0x0010) // ORCHID 2001:10::/28
+        || first == 0x5f00                // SRv6 SIDs 5f00::/16 (RFC 9602)
         || (first == 0x0100 && s[1] == 0 && s[2] == 0 && s[3] == 0) // discard-only
 }
 
@@ -453,6 +457,11 @@ mod tests {
             "https://[::]/",
             "https://[::ffff:a9fe:a9fe]/", // mapped 169.254.169.254
             "https://[::ffff:10.1.2.3]/",
+            // Found by the SSRF property (tests/properties/tests/ssrf.rs):
+            "https://[2001:2::1]/",   // benchmarking 2001:2::/48
+            "https://[2001:1f::1]/",  // ORCHID 2001:10::/28
+            "https://[3fff:fff::1]/", // documentation 3fff::/20
+            "https://[5f00:1::1]/",   // SRv6 SIDs 5f00::/16
         ] {
             assert_eq!(refused(u), Reason::BlockedAddress, "{u}");
         }
