@@ -107,6 +107,8 @@ pub struct Route {
     /// Whether the chain may resolve host names (url-guard's DNS mode).
     /// Sockets stay closed either way.
     pub allow_name_lookup: bool,
+    /// Whether TRACE is forwarded (otherwise 405, as is CONNECT always).
+    pub allow_trace: bool,
 }
 
 /// A scheme + authority that requests are forwarded to.
@@ -288,6 +290,8 @@ struct RawRoute {
     origin: Option<String>,
     #[serde(default)]
     middleware: Vec<String>,
+    #[serde(default)]
+    allow_trace: bool,
 }
 
 fn default_prefix() -> String {
@@ -740,6 +744,7 @@ impl Validator {
                     variables: variables.into_iter().map(|(k, (_, v))| (k, v)).collect(),
                     key_value_stores: stores,
                     allow_name_lookup: name_lookup,
+                    allow_trace: r.allow_trace,
                 });
             }
         }

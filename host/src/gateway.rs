@@ -49,6 +49,8 @@ pub struct RouteRuntime {
     exact: bool,
     pub origin: Option<Origin>,
     pub chain: Option<Arc<RouteChain>>,
+    /// Whether TRACE is forwarded on this route.
+    pub allow_trace: bool,
 }
 
 impl Matchable for RouteRuntime {
@@ -201,6 +203,7 @@ pub async fn build(config: &Config) -> anyhow::Result<Gateway> {
             exact: route.exact,
             origin: route.origin.clone(),
             chain,
+            allow_trace: route.allow_trace,
         });
     }
 

@@ -1,7 +1,7 @@
 //! Tollgate's host runner as a library: the `tollgate` binary is a thin
 //! command line over it, and the in-process benchmarks drive it directly.
 //!
-//! Data path of a request: [`serve`] (limits, routing, forwarding headers)
+//! Data path of a request: [`serve`] (limits, [`framing`], routing, forwarding headers)
 //! → [`chain`] (the route's filters, called synchronously, and composed
 //! `wasi:http` middleware) → [`outbound`] (the pooled client to the origin). Host
 //! services for components are in [`services`] over [`kv`]; configuration
@@ -12,6 +12,7 @@ pub mod chain;
 pub mod config;
 pub mod demo_origin;
 pub mod forwarded;
+pub mod framing;
 pub mod gateway;
 pub mod kv;
 pub mod kv_redis;

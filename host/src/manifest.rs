@@ -409,6 +409,7 @@ fn trigger_route(
         variables,
         key_value_stores: primary.key_value_stores.clone(),
         allow_name_lookup: false,
+        allow_trace: false,
     })
 }
 

@@ -8,11 +8,16 @@ use http_body_util::{BodyExt, Full};
 
 use crate::serve::ResponseBody;
 
+/// The methods the gateway forwards (TRACE only on routes that allow it).
+pub const ALLOWED_METHODS: &str = "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS";
+
 /// Which problem occurred; each maps to one status and one fixed text.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Problem {
     BadRequest,
     NotFound,
+    /// CONNECT, or TRACE where the route does not allow it.
+    MethodNotAllowed,
     BodyTooLarge,
     HeadersTooLarge,
     ComponentFailed,
@@ -26,6 +31,7 @@ impl Problem {
         match self {
             Problem::BadRequest => StatusCode::BAD_REQUEST,
             Problem::NotFound => StatusCode::NOT_FOUND,
+            Problem::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Problem::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Problem::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Problem::ComponentFailed => StatusCode::INTERNAL_SERVER_ERROR,
@@ -39,6 +45,7 @@ impl Problem {
         match self {
             Problem::BadRequest => "The request is malformed.",
             Problem::NotFound => "No route matches this request.",
+            Problem::MethodNotAllowed => "This method is not served here.",
             Problem::BodyTooLarge => "The request body exceeds the configured limit.",
             Problem::HeadersTooLarge => "The request header block exceeds the configured limit.",
             Problem::ComponentFailed => "The request could not be processed.",
@@ -72,6 +79,10 @@ impl Problem {
         h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         if let Ok(v) = HeaderValue::from_str(request_id) {
             h.insert("x-request-id", v);
+        }
+        if self == Problem::MethodNotAllowed {
+            // RFC 9110 §15.5.6: a 405 lists what is allowed.
+            h.insert(header::ALLOW, HeaderValue::from_static(ALLOWED_METHODS));
         }
         if self == Problem::Overloaded {
             h.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));

@@ -1,4 +1,5 @@
-//! The ingress: accepts connections, enforces header and body limits,
+//! The ingress: accepts connections (HTTP/1.1, and HTTP/2 with prior
+//! knowledge), checks framing ([`crate::framing`]), enforces header and body limits,
 //! picks the route, sets forwarding headers and the request id, runs the
 //! route's chain (or forwards straight to the origin for an empty chain),
 //! maps failures to problem+json, logs and counts every request, and shuts
@@ -10,13 +11,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::header::{self, HeaderMap, HeaderValue};
+use http::header::{HeaderMap, HeaderValue};
 use http::{Request, Response, Uri};
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -28,6 +30,7 @@ use crate::chain::composed::ComposedRequest;
 use crate::chain::slot::{Failure, RequestSlot};
 use crate::config::Limits;
 use crate::forwarded;
+use crate::framing;
 use crate::gateway::{Gateway, RouteRuntime};
 use crate::outbound::strip_hop_by_hop;
 use crate::problem::Problem;
@@ -72,7 +75,7 @@ pub async fn serve(
     }
     drop(conn_tx);
 
-    let max_buf = hyper_buffer(&gateway.limits);
+    let builder = connection_builder(&gateway.limits);
     loop {
         tokio::select! {
             conn = conn_rx.recv() => {
@@ -83,12 +86,7 @@ pub async fn serve(
                     let gw = gw.clone();
                     async move { Ok::<_, Infallible>(handle(gw, peer, req).await) }
                 });
-                let conn = hyper::server::conn::http1::Builder::new()
-                    .timer(TokioTimer::new())
-                    .header_read_timeout(HEADER_READ_TIMEOUT)
-                    .max_buf_size(max_buf)
-                    .keep_alive(true)
-                    .serve_connection(TokioIo::new(stream), svc);
+                let conn = builder.serve_connection(TokioIo::new(stream), svc).into_owned();
                 let conn = graceful.watch(conn);
                 tokio::spawn(async move {
                     if let Err(e) = conn.await {
@@ -117,6 +115,34 @@ pub async fn serve(
         Ok(()) => tracing::info!("all connections drained"),
         Err(_) => tracing::warn!("shutdown grace period ended with connections still open"),
     }
+}
+
+/// Most concurrent streams one HTTP/2 connection may open.
+const H2_MAX_STREAMS: u32 = 128;
+
+/// Streams a client may open and reset before the server has accepted
+/// them; beyond this the connection is closed with GOAWAY
+/// (ENHANCE_YOUR_CALM): the rapid-reset attack, CVE-2023-44487.
+const H2_MAX_PENDING_RESETS: usize = 20;
+
+/// Serves HTTP/1.1, and HTTP/2 to clients that open with its preface
+/// (prior knowledge, h2c), with the same limits per request and stream.
+fn connection_builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
+    let max_buf = hyper_buffer(limits);
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .max_buf_size(max_buf)
+        .keep_alive(true);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(H2_MAX_STREAMS)
+        .max_pending_accept_reset_streams(H2_MAX_PENDING_RESETS)
+        .max_header_list_size(max_buf as u32);
+    builder
 }
 
 /// hyper's own cap on the request head. It is above our limit so that our
@@ -196,18 +222,20 @@ where
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let none = || "-".to_string();
-    if header_block_size(&req) > gw.limits.max_header_bytes {
+    if framing::header_block_size(&req) > gw.limits.max_header_bytes {
         return Err((none(), Problem::HeadersTooLarge));
     }
-    let Some(host) = request_host(&req) else {
+    framing::check_method(&req).map_err(|p| (none(), p))?;
+    let Some(host) = framing::request_host(&req) else {
         return Err((none(), Problem::BadRequest));
     };
     let Some(route) = gw.routes.find(&host, req.uri().path()) else {
         return Err((none(), Problem::NotFound));
     };
     let fail = |p| (route.name.clone(), p);
+    framing::check_route_method(&req, route.allow_trace).map_err(fail)?;
 
-    let declared = match content_length(req.headers()) {
+    let declared = match framing::content_length(req.headers()) {
         Ok(n) => n,
         Err(()) => return Err(fail(Problem::BadRequest)),
     };
@@ -413,58 +441,6 @@ pub fn valid_request_id(v: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
 }
 
-/// Approximate size of the request head as sent: request line plus fields.
-fn header_block_size<B>(req: &Request<B>) -> usize {
-    let line = req.method().as_str().len() + req.uri().to_string().len() + 12;
-    req.headers()
-        .iter()
-        .map(|(k, v)| k.as_str().len() + v.len() + 4)
-        .sum::<usize>()
-        + line
-}
-
-/// The host the client addressed, lower-cased, port and trailing dot removed.
-fn request_host<B>(req: &Request<B>) -> Option<String> {
-    let raw = match req.headers().get(header::HOST) {
-        Some(v) => v.to_str().ok()?.to_owned(),
-        None => req.uri().authority()?.as_str().to_owned(),
-    };
-    let authority: http::uri::Authority = raw.parse().ok()?;
-    if authority.as_str().contains('@') {
-        return None;
-    }
-    let host = authority.host().trim_end_matches('.').to_ascii_lowercase();
-    if host.is_empty() {
-        return None;
-    }
-    Some(match authority.port() {
-        Some(p) => format!("{host}:{p}"),
-        None => host,
-    })
-}
-
-/// `Ok(None)` without a length; `Err` for a malformed or conflicting one.
-fn content_length(headers: &HeaderMap) -> Result<Option<u64>, ()> {
-    let mut values = headers.get_all(header::CONTENT_LENGTH).iter();
-    let Some(first) = values.next() else {
-        return Ok(None);
-    };
-    let parse = |v: &HeaderValue| -> Result<u64, ()> {
-        let s = v.to_str().map_err(|_| ())?;
-        if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
-            return Err(());
-        }
-        s.parse().map_err(|_| ())
-    };
-    let n = parse(first)?;
-    for v in values {
-        if parse(v)? != n {
-            return Err(());
-        }
-    }
-    Ok(Some(n))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -480,33 +456,5 @@ mod tests {
         assert_ne!(request_id(&h), "bad id\t");
         h.insert("x-request-id", "good-id".parse().unwrap());
         assert_eq!(request_id(&h), "good-id");
-    }
-
-    #[test]
-    fn content_length_rejects_conflicts_and_junk() {
-        let mut h = HeaderMap::new();
-        assert_eq!(content_length(&h), Ok(None));
-        h.insert(header::CONTENT_LENGTH, "12".parse().unwrap());
-        assert_eq!(content_length(&h), Ok(Some(12)));
-        h.append(header::CONTENT_LENGTH, "13".parse().unwrap());
-        assert_eq!(content_length(&h), Err(()));
-        h.insert(header::CONTENT_LENGTH, "+5".parse().unwrap());
-        assert_eq!(content_length(&h), Err(()));
-    }
-
-    #[test]
-    fn host_is_normalised() {
-        let r = Request::builder()
-            .uri("/x")
-            .header("host", "API.Example.com.:8080")
-            .body(())
-            .unwrap();
-        assert_eq!(request_host(&r).as_deref(), Some("api.example.com:8080"));
-        let bad = Request::builder()
-            .uri("/x")
-            .header("host", "a@b")
-            .body(())
-            .unwrap();
-        assert_eq!(request_host(&bad), None);
     }
 }
