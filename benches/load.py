@@ -37,8 +37,8 @@ API_KEY = "bench-key"
 
 
 def ensure_tools():
-    missing = [p for p, exe in (("nginx", "nginx"), ("wrk", "wrk")) if shutil.which(exe) is None
-               and not Path("/usr/sbin/" + exe).exists()]
+    missing = [p for p, exe in (("nginx", "nginx"), ("wrk", "wrk"), ("nghttp2-client", "h2load"))
+               if shutil.which(exe) is None and not Path("/usr/sbin/" + exe).exists()]
     if missing:
         print(f"installing {' '.join(missing)} from Debian's packages", file=sys.stderr)
         subprocess.run(["apt-get", "update", "-qq"], check=True)
@@ -148,6 +148,21 @@ def drive(port, conns):
     return parse_wrk(out)
 
 
+def drive_h2(port, conns):
+    """HTTP/2 with prior knowledge (h2c), one stream at a time per
+    connection, as wrk drives HTTP/1.1; None without h2load."""
+    if shutil.which("h2load") is None:
+        return None
+    threads = 1 if conns == 1 else 2
+    cmd = ["h2load", "-t", str(threads), "-c", str(conns), "-m", "1", "-D", str(DURATION),
+           "-H", f"x-api-key: {API_KEY}", f"http://127.0.0.1:{port}/v1/items"]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=DURATION + 30, check=True).stdout
+    rps = float(re.search(r"finished in [\d.]+s, ([\d.]+) req/s", out).group(1))
+    ok = int(re.search(r"requests: .* (\d+) succeeded", out).group(1))
+    failed = re.search(r"(\d+) failed", out)
+    return {"rps": rps, "succeeded": ok, "failed": int(failed.group(1)) if failed else 0}
+
+
 def svg_chart(rows):
     width, bar_h, gap, left = 720, 22, 8, 230
     peak = max(r["rps"] for r in rows) or 1
@@ -230,13 +245,33 @@ def main():
                   f"full/nginx {full['rps'] / nginx['rps']:.2f}x, empty/nginx {empty['rps'] / nginx['rps']:.2f}x, "
                   f"up/full {up['rps'] / full['rps']:.2f}x, "
                   f"full p50 +{full['p50_us'] - empty['p50_us']:.0f} us over empty")
+        # HTTP/2 rows (h2load from Debian's nghttp2-client): the same
+        # gateways over h2c, against their own HTTP/1.1 numbers above.
+        h2_rows = []
+        for conns in CONNECTIONS:
+            for name in ("tollgate-empty", "tollgate-full"):
+                drive_h2(targets[name], conns)  # warm-up, discarded
+                r = drive_h2(targets[name], conns)
+                if r is None:
+                    print("h2load not found (apt-get install nghttp2-client): no HTTP/2 rows")
+                    break
+                r.update(target=name + "-h2", connections=conns,
+                         rps_ratio_to_h1=r["rps"] / by[(name, conns)]["rps"])
+                h2_rows.append(r)
+        if h2_rows:
+            print()
+            print(f"{'target (h2c)':<20}{'conns':>6}{'req/s':>12}{'x h1':>8}{'failed':>8}")
+            for r in h2_rows:
+                print(f"{r['target']:<20}{r['connections']:>6}{r['rps']:>12,.0f}{r['rps_ratio_to_h1']:>8.2f}"
+                      f"{r['failed']:>8}")
         OUT.mkdir(parents=True, exist_ok=True)
-        (OUT / "load.json").write_text(json.dumps({"duration_s": DURATION, "rows": rows}, indent=2) + "\n")
+        (OUT / "load.json").write_text(json.dumps({"duration_s": DURATION, "rows": rows, "h2_rows": h2_rows},
+                                                  indent=2) + "\n")
         (OUT / "load.svg").write_text(svg_chart(rows) + "\n")
         print(f"wrote {OUT / 'load.json'} and {OUT / 'load.svg'}")
-        bad = [r for r in rows if r["non_2xx"]]
+        bad = [r for r in rows if r["non_2xx"]] + [r for r in h2_rows if r["failed"]]
         if bad:
-            raise SystemExit(f"some targets answered non-2xx: {[(r['target'], r['non_2xx']) for r in bad]}")
+            raise SystemExit(f"some targets answered non-2xx: {[(r['target'], r.get('non_2xx', r.get('failed'))) for r in bad]}")
     finally:
         for p in procs:
             p.send_signal(signal.SIGTERM)
