@@ -1,7 +1,8 @@
 //! Ingress end to end (issue 10, part): request framing as RFC 9112 asks
-//! of a server, and HTTP/2 from clients with prior knowledge (h2c), with
-//! the chain's effects the same as over HTTP/1.1 and a rapid-reset flood
-//! (CVE-2023-44487) leaving the gateway serving.
+//! of a server; HTTP/2 from clients with prior knowledge (h2c), with the
+//! chain's effects the same as over HTTP/1.1 and a rapid-reset flood
+//! (CVE-2023-44487) leaving the gateway serving; and response compression
+//! (gzip, brotli) applied or skipped as it should be.
 
 mod common;
 
@@ -259,5 +260,95 @@ async fn a_rapid_reset_flood_leaves_the_gateway_serving() {
     assert!(
         after < before + 200 * 1024,
         "RSS grew from {before} KiB to {after} KiB after {opened} reset streams"
+    );
+}
+
+fn compression_config(origin: &str) -> String {
+    config(&format!(
+        r#"
+[[route]]
+name = "plain"
+path_prefix = "/off"
+origin = "{origin}"
+compression = false
+
+[[route]]
+origin = "{origin}"
+"#
+    ))
+}
+
+/// Fetches `path` accepting `encoding`; the status, Content-Encoding and
+/// body as sent.
+async fn fetch(gw: &Gateway, path: &str, encoding: &str) -> (u16, Option<String>, Bytes) {
+    let res = client()
+        .request(
+            http::Request::get(gw.url(path))
+                .header("accept-encoding", encoding)
+                .body(Full::default())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    let status = res.status().as_u16();
+    let ce = res
+        .headers()
+        .get("content-encoding")
+        .map(|v| v.to_str().unwrap().to_owned());
+    (
+        status,
+        ce,
+        res.into_body().collect().await.unwrap().to_bytes(),
+    )
+}
+
+fn text(n: usize) -> Vec<u8> {
+    ORIGIN_TEXT.repeat(n / ORIGIN_TEXT.len() + 1).as_bytes()[..n].to_vec()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn responses_are_compressed_only_where_they_should_be() {
+    use std::io::Read;
+    let origin = Origin::start().await;
+    let gw = Gateway::start(&compression_config(&origin.url()));
+
+    // gzip and brotli, decoded back to what the origin sent.
+    let (status, ce, body) = fetch(&gw, "/body/20000", "gzip").await;
+    assert_eq!((status, ce.as_deref()), (200, Some("gzip")));
+    let mut plain = Vec::new();
+    flate2::read::GzDecoder::new(&body[..])
+        .read_to_end(&mut plain)
+        .unwrap();
+    assert_eq!(plain, text(20000));
+    assert!(body.len() < 2000, "gzip left {} bytes", body.len());
+
+    let (_, ce, body) = fetch(&gw, "/body/20000", "br;q=1, gzip;q=0.5").await;
+    assert_eq!(ce.as_deref(), Some("br"));
+    let mut plain = Vec::new();
+    brotli::Decompressor::new(&body[..], 4096)
+        .read_to_end(&mut plain)
+        .unwrap();
+    assert_eq!(plain, text(20000));
+
+    // Left alone: no Accept-Encoding, small, not text, no-transform,
+    // already encoded, and a route with compression off.
+    for (path, accept) in [
+        ("/body/20000", "identity"),
+        ("/body/100", "gzip"),
+        ("/body/20000/png", "gzip, br"),
+        ("/body/20000/no-transform", "gzip, br"),
+        ("/off/body/20000", "gzip, br"),
+    ] {
+        let (status, ce, body) = fetch(&gw, path, accept).await;
+        assert_eq!((status, ce.as_deref()), (200, None), "{path} {accept}");
+        let n: usize = path.split('/').find_map(|p| p.parse().ok()).unwrap();
+        assert_eq!(body.len(), n, "{path}");
+    }
+    let (_, ce, body) = fetch(&gw, "/body/20000/encoded", "gzip, br").await;
+    assert_eq!(ce.as_deref(), Some("gzip"), "encoded twice or dropped");
+    assert_eq!(
+        &body[..],
+        &text(20000)[..],
+        "an encoded body was re-encoded"
     );
 }

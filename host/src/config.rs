@@ -109,6 +109,8 @@ pub struct Route {
     pub allow_name_lookup: bool,
     /// Whether TRACE is forwarded (otherwise 405, as is CONNECT always).
     pub allow_trace: bool,
+    /// Whether responses may be compressed (`compression.rs`).
+    pub compression: bool,
 }
 
 /// A scheme + authority that requests are forwarded to.
@@ -292,6 +294,12 @@ struct RawRoute {
     middleware: Vec<String>,
     #[serde(default)]
     allow_trace: bool,
+    #[serde(default = "default_true")]
+    compression: bool,
+}
+
+fn default_true() -> bool {
+    true
 }
 
 fn default_prefix() -> String {
@@ -745,6 +753,7 @@ impl Validator {
                     key_value_stores: stores,
                     allow_name_lookup: name_lookup,
                     allow_trace: r.allow_trace,
+                    compression: r.compression,
                 });
             }
         }

@@ -51,6 +51,8 @@ pub struct RouteRuntime {
     pub chain: Option<Arc<RouteChain>>,
     /// Whether TRACE is forwarded on this route.
     pub allow_trace: bool,
+    /// Whether its responses may be compressed.
+    pub compression: bool,
 }
 
 impl Matchable for RouteRuntime {
@@ -204,6 +206,7 @@ pub async fn build(config: &Config) -> anyhow::Result<Gateway> {
             origin: route.origin.clone(),
             chain,
             allow_trace: route.allow_trace,
+            compression: route.compression,
         });
     }
 

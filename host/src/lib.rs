@@ -9,6 +9,7 @@
 
 pub mod builtin;
 pub mod chain;
+pub mod compression;
 pub mod config;
 pub mod demo_origin;
 pub mod forwarded;

@@ -410,6 +410,7 @@ fn trigger_route(
         key_value_stores: primary.key_value_stores.clone(),
         allow_name_lookup: false,
         allow_trace: false,
+        compression: true,
     })
 }
 

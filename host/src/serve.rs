@@ -16,10 +16,10 @@ use http::{Request, Response, Uri};
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
-use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use wasmtime_wasi_http::handler::{ExpirationError, InstantiationError};
@@ -28,6 +28,7 @@ use wasmtime_wasi_http::p3::bindings::http::types::ErrorCode;
 use crate::chain::ChainError;
 use crate::chain::composed::ComposedRequest;
 use crate::chain::slot::{Failure, RequestSlot};
+use crate::compression;
 use crate::config::Limits;
 use crate::forwarded;
 use crate::framing;
@@ -82,10 +83,11 @@ pub async fn serve(
                 let Some((stream, peer)) = conn else { break };
                 let _ = stream.set_nodelay(true);
                 let gw = gateway.clone();
-                let svc = service_fn(move |req: Request<Incoming>| {
-                    let gw = gw.clone();
-                    async move { Ok::<_, Infallible>(handle(gw, peer, req).await) }
-                });
+                let svc = tower::ServiceBuilder::new()
+                    .map_response(compression::boxed)
+                    .layer(compression::layer())
+                    .service(Ingress { gw, peer });
+                let svc = TowerToHyperService::new(svc);
                 let conn = builder.serve_connection(TokioIo::new(stream), svc).into_owned();
                 let conn = graceful.watch(conn);
                 tokio::spawn(async move {
@@ -114,6 +116,33 @@ pub async fn serve(
     match tokio::time::timeout(gateway.shutdown_timeout, graceful.shutdown()).await {
         Ok(()) => tracing::info!("all connections drained"),
         Err(_) => tracing::warn!("shutdown grace period ended with connections still open"),
+    }
+}
+
+/// One connection's request handler, as a tower service so that the
+/// compression layer can wrap it.
+#[derive(Clone)]
+struct Ingress {
+    gw: Arc<Gateway>,
+    peer: SocketAddr,
+}
+
+impl tower::Service<Request<Incoming>> for Ingress {
+    type Response = Response<ResponseBody>;
+    type Error = Infallible;
+    type Future =
+        std::pin::Pin<Box<dyn Future<Output = Result<Response<ResponseBody>, Infallible>> + Send>>;
+
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Infallible>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<Incoming>) -> Self::Future {
+        let (gw, peer) = (self.gw.clone(), self.peer);
+        Box::pin(async move { Ok(handle(gw, peer, req).await) })
     }
 }
 
@@ -171,7 +200,10 @@ where
     let (route_name, response) = match admit(&gw, peer, req, &request_id).await {
         Err((route, problem)) => (route, problem.response(&request_id)),
         Ok((route, req)) => {
-            let res = dispatch(&gw, route, req, &request_id).await;
+            let mut res = dispatch(&gw, route, req, &request_id).await;
+            if !route.compression {
+                res.extensions_mut().insert(compression::RouteOff);
+            }
             (route.name.clone(), res)
         }
     };

@@ -59,12 +59,18 @@ pub const ORIGIN_COOKIES: &[&str] = &[
     "done=1; Secure; HttpOnly; SameSite=Lax",
 ];
 
+/// What the origin's `/body/N` paths repeat.
+pub const ORIGIN_TEXT: &str = "Tollgate compresses text at the edge. ";
+
 /// A real HTTP origin on loopback.
 ///
 /// Paths: `/slow/MS` answers after MS milliseconds; `/status/N` answers N;
 /// `/flaky/KEY/N` fails with 503 the first N times for KEY, then answers
 /// 200; `/echo` answers with the request's own body; `/cookies` sets
-/// [`ORIGIN_COOKIES`], one `Set-Cookie` field each; anything else answers
+/// [`ORIGIN_COOKIES`], one `Set-Cookie` field each; `…/body/N[/KIND]`
+/// answers N bytes of [`ORIGIN_TEXT`] as `text/plain`, or as `image/png`
+/// (KIND `png`), with `Cache-Control: no-transform` (`no-transform`) or
+/// claiming `Content-Encoding: gzip` (`encoded`); anything else answers
 /// 200. Every other answer echoes the path, and every answer
 /// carries `x-origin-request: <n>`, the origin's running request count.
 pub struct Origin {
@@ -141,6 +147,24 @@ impl Origin {
                                 for c in ORIGIN_COOKIES {
                                     res = res.header("set-cookie", *c);
                                 }
+                            }
+                            if let Some((_, rest)) = path.split_once("/body/") {
+                                // /body/N[/TYPE-CHOICE]: N bytes of text.
+                                let (n, kind) = rest.split_once('/').unwrap_or((rest, "text"));
+                                let n: usize = n.parse().unwrap_or(0);
+                                answer = Bytes::from(
+                                    ORIGIN_TEXT.repeat(n / ORIGIN_TEXT.len() + 1)[..n].to_owned(),
+                                );
+                                res = match kind {
+                                    "png" => res.header("content-type", "image/png"),
+                                    "no-transform" => res
+                                        .header("content-type", "text/plain")
+                                        .header("cache-control", "public, no-transform"),
+                                    "encoded" => res
+                                        .header("content-type", "text/plain")
+                                        .header("content-encoding", "gzip"),
+                                    _ => res.header("content-type", "text/plain; charset=utf-8"),
+                                };
                             }
                             Ok::<_, std::convert::Infallible>(res.body(Full::new(answer)).unwrap())
                         }
