@@ -97,7 +97,6 @@ pub fn component_bytes(source: &ComponentSource) -> anyhow::Result<Vec<u8>> {
 pub async fn build(config: &Config) -> anyhow::Result<Gateway> {
     let engine = sandbox::engine(&config.limits)?;
     sandbox::start_epoch_ticker(&engine);
-    let linker = sandbox::linker(&engine)?;
     let client = OriginClient::new(&config.limits);
     let mut metrics = Metrics::new();
     let kv = match &config.kv.backend {
@@ -118,6 +117,8 @@ pub async fn build(config: &Config) -> anyhow::Result<Gateway> {
                 .map_err(|_| anyhow::anyhow!("kv.redis_url: the Redis server did not answer"))?,
         ),
     };
+
+    let linker = sandbox::linker(&engine, &kv)?;
 
     // The same list of components composes to the same chain: do it once.
     let mut compiled: HashMap<(Vec<ComponentSource>, bool), Component> = HashMap::new();

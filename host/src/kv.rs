@@ -182,6 +182,11 @@ impl MemoryStore {
             None => 0,
             Some(e) => decode_counter(&e.value)?,
         };
+        if delta == 0 {
+            // A read (the portable way to read a counter): nothing to
+            // write, and no entry made for a key nobody has counted.
+            return Ok(current);
+        }
         let next = current.checked_add(delta).ok_or(KvError::Overflow)?;
         self.put(&mut s, key, next.to_le_bytes().to_vec(), now);
         Ok(next)
@@ -357,5 +362,16 @@ mod tests {
         let store = MemoryStore::new(10, Duration::from_secs(60));
         store.set("s", b"text".to_vec());
         assert_eq!(store.increment("s", 1), Err(KvError::NotACounter));
+    }
+
+    #[test]
+    fn reading_a_counter_by_adding_zero_writes_nothing() {
+        let store = MemoryStore::new(10, Duration::from_secs(60));
+        assert_eq!(store.increment("c", 0), Ok(0));
+        assert!(!store.exists("c"), "a read must not make an entry");
+        assert_eq!(store.increment("c", 3), Ok(3));
+        let (_, version) = store.cas_read("c");
+        assert_eq!(store.increment("c", 0), Ok(3));
+        assert_eq!(store.cas_read("c").1, version, "a read must not bump the version");
     }
 }

@@ -24,6 +24,7 @@ pub mod routes;
 pub mod runtime_config;
 pub mod serve;
 pub mod services;
+pub mod services_embedded;
 pub mod spin_headers;
 pub mod stdio;
 pub mod store;

@@ -11,7 +11,7 @@ use wasmtime::component::{Accessor, HasData, Linker, Resource, ResourceTable};
 
 use crate::store::{CasRead, KvBackend, StoreError};
 
-mod bindings {
+pub(crate) mod bindings {
     wasmtime::component::bindgen!({
         path: "wit",
         world: "tollgate:host/services",
@@ -56,8 +56,8 @@ pub struct Bucket {
 
 /// A compare-and-swap handle: the key and what was read there.
 pub struct Cas {
-    key: String,
-    read: CasRead,
+    pub(crate) key: String,
+    pub(crate) read: CasRead,
 }
 
 /// The view of a store's data these services need.

@@ -32,6 +32,18 @@ pub struct CasRead {
     version: Version,
 }
 
+impl CasRead {
+    /// What the embedded store's `cas_read` returned.
+    pub fn memory((value, version): (Option<Vec<u8>>, Version)) -> Self {
+        CasRead { value, version }
+    }
+
+    /// The embedded store's version of the read.
+    pub fn version(&self) -> Version {
+        self.version
+    }
+}
+
 type Result<T> = std::result::Result<T, StoreError>;
 
 fn unavailable(e: crate::kv_redis::RedisKvError) -> StoreError {

@@ -26,6 +26,7 @@ use crate::config::{Limits, Origin, Route};
 use crate::outbound::{ClientHooks, OriginClient, OriginHooks};
 use crate::services::{HasServices, RouteServices, ServicesView};
 use crate::stdio::LogStream;
+use crate::store::KvBackend;
 
 /// How often the epoch ticks: the granularity of deadline enforcement, and
 /// how often a guest that keeps running yields its worker thread to other
@@ -217,13 +218,16 @@ impl HasServices for ChainState {
 }
 
 /// The linker shared by every chain.
-pub fn linker(engine: &Engine) -> wasmtime::Result<Linker<ChainState>> {
+pub fn linker(engine: &Engine, kv: &KvBackend) -> wasmtime::Result<Linker<ChainState>> {
     let mut linker = Linker::new(engine);
     wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
     crate::stdio::add_to_linker(&mut linker)?;
     wasmtime_wasi::p3::add_to_linker(&mut linker)?;
     wasmtime_wasi_http::p3::add_to_linker(&mut linker)?;
     crate::services::add_to_linker(&mut linker)?;
+    if let KvBackend::Memory(memory) = kv {
+        crate::services_embedded::add_to_linker(&mut linker, memory.clone())?;
+    }
     add_terminal_handler(&mut linker)?;
     Ok(linker)
 }
