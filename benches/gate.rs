@@ -6,7 +6,7 @@
 //! - `ssrf_check`: one URL through the url-guard policy;
 //! - `jwt_hs256`: one HS256 token verification;
 //! - `chain/*`: one request through the host's whole request path
-//!   (`serve::handle`: limits, routing, forwarding headers, the chain, the
+//!   (`ingress::handle`: limits, routing, forwarding headers, the chain, the
 //!   pooled client) to a real origin on loopback (the bundled fixed-body
 //!   demo origin, in the same runtime), body read to the end:
 //!   `chain/empty` is no middleware, the baseline; the gates take the
@@ -204,7 +204,7 @@ fn chain(c: &mut Criterion) {
     group.finish();
 }
 
-/// One request through `serve::handle`, its body read to the end (so an
+/// One request through `ingress::handle`, its body read to the end (so an
 /// origin connection goes back to the pool).
 fn bench_host_path(
     group: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
@@ -219,7 +219,9 @@ fn bench_host_path(
         b.to_async(rt).iter(|| {
             let gw = gw.clone();
             async move {
-                let res = tollgate::serve::handle(gw, peer, bench_request()).await;
+                let res =
+                    tollgate::ingress::handle(gw, peer, http::uri::Scheme::HTTP, bench_request())
+                        .await;
                 assert_eq!(res.status(), 200);
                 res.into_body().collect().await.unwrap().to_bytes()
             }

@@ -15,10 +15,14 @@ use serde::Deserialize;
 
 use ipnet::IpNet;
 
+use crate::ingress::tls::TlsSettings;
+
 /// A validated gateway configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
     pub listen: Vec<SocketAddr>,
+    /// `[server.tls]`: the TLS listeners and their certificate.
+    pub tls: Option<TlsSettings>,
     pub admin_listen: Option<SocketAddr>,
     pub trusted_proxies: Vec<IpNet>,
     pub shutdown_timeout: Duration,
@@ -189,6 +193,17 @@ struct RawServer {
     cache_dir: Option<String>,
     #[serde(default = "default_fast_path")]
     fast_path: bool,
+    tls: Option<RawTls>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTls {
+    #[serde(default)]
+    listen: Vec<String>,
+    cert: Option<String>,
+    key: Option<String>,
+    min_version: Option<String>,
 }
 
 impl Default for RawServer {
@@ -200,6 +215,7 @@ impl Default for RawServer {
             shutdown_timeout_ms: default_shutdown_ms(),
             cache_dir: None,
             fast_path: default_fast_path(),
+            tls: None,
         }
     }
 }
@@ -429,8 +445,16 @@ impl Validator {
             .enumerate()
             .filter_map(|(i, a)| self.addr(&format!("server.listen[{i}]"), a))
             .collect();
-        if raw.server.listen.is_empty() {
-            self.err("server.listen", "needs at least one address");
+        let tls = raw
+            .server
+            .tls
+            .as_ref()
+            .and_then(|t| self.tls(t, base, &listen));
+        if raw.server.listen.is_empty() && tls.is_none() {
+            self.err(
+                "server.listen",
+                "needs at least one address (or [server.tls] listeners)",
+            );
         }
         let admin_listen = raw
             .server
@@ -439,11 +463,11 @@ impl Validator {
             .and_then(|a| self.addr("server.admin_listen", a));
         if let Some(admin) = admin_listen
             && admin.port() != 0
-            && listen.contains(&admin)
+            && (listen.contains(&admin) || tls.as_ref().is_some_and(|t| t.listen.contains(&admin)))
         {
             self.err(
                 "server.admin_listen",
-                "must differ from every server.listen address",
+                "must differ from every server.listen and server.tls.listen address",
             );
         }
         let trusted_proxies = raw
@@ -535,6 +559,7 @@ impl Validator {
         }
         Config {
             listen,
+            tls,
             admin_listen,
             trusted_proxies,
             shutdown_timeout,
@@ -544,6 +569,58 @@ impl Validator {
             kv,
             routes,
         }
+    }
+
+    /// `[server.tls]`: its listeners, and a certificate and key that load
+    /// and belong together (read now, so a bad one stops startup).
+    fn tls(&mut self, raw: &RawTls, base: &Path, plain: &[SocketAddr]) -> Option<TlsSettings> {
+        let before = self.errors.len();
+        let listen: Vec<SocketAddr> = raw
+            .listen
+            .iter()
+            .enumerate()
+            .filter_map(|(i, a)| self.addr(&format!("server.tls.listen[{i}]"), a))
+            .collect();
+        if raw.listen.is_empty() {
+            self.err("server.tls.listen", "needs at least one address");
+        }
+        for (i, a) in listen.iter().enumerate() {
+            if a.port() != 0 && plain.contains(a) {
+                self.err(
+                    format_args!("server.tls.listen[{i}]"),
+                    format_args!("`{a}` is also in server.listen; one address speaks one protocol"),
+                );
+            }
+        }
+        let tls13_only = match raw.min_version.as_deref() {
+            None | Some("1.2") => false,
+            Some("1.3") => true,
+            Some(other) => {
+                self.err(
+                    "server.tls.min_version",
+                    format_args!("`{other}` is not a supported version (\"1.2\" or \"1.3\")"),
+                );
+                false
+            }
+        };
+        let (Some(cert), Some(key)) = (raw.cert.as_deref(), raw.key.as_deref()) else {
+            for (k, v) in [("server.tls.cert", &raw.cert), ("server.tls.key", &raw.key)] {
+                if v.is_none() {
+                    self.err(k, "is required: the path of a PEM file");
+                }
+            }
+            return None;
+        };
+        let settings = TlsSettings {
+            listen,
+            cert: base.join(cert),
+            key: base.join(key),
+            tls13_only,
+        };
+        if let Err(e) = crate::ingress::tls::load(&settings.cert, &settings.key) {
+            self.err(e.key, e.message);
+        }
+        (self.errors.len() == before).then_some(settings)
     }
 
     fn components(

@@ -372,6 +372,10 @@ mod tests {
         assert_eq!(store.increment("c", 3), Ok(3));
         let (_, version) = store.cas_read("c");
         assert_eq!(store.increment("c", 0), Ok(3));
-        assert_eq!(store.cas_read("c").1, version, "a read must not bump the version");
+        assert_eq!(
+            store.cas_read("c").1,
+            version,
+            "a read must not bump the version"
+        );
     }
 }

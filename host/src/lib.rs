@@ -1,7 +1,7 @@
 //! Tollgate's host runner as a library: the `tollgate` binary is a thin
 //! command line over it, and the in-process benchmarks drive it directly.
 //!
-//! Data path of a request: [`serve`] (limits, [`framing`], routing, forwarding headers)
+//! Data path of a request: [`ingress`] (TLS, HTTP/1.1 and HTTP/2, limits, framing, routing, forwarding headers)
 //! → [`chain`] (the route's filters, called synchronously, and composed
 //! `wasi:http` middleware) → [`outbound`] (the pooled client to the origin). Host
 //! services for components are in [`services`] over [`kv`]; configuration
@@ -9,12 +9,10 @@
 
 pub mod builtin;
 pub mod chain;
-pub mod compression;
 pub mod config;
 pub mod demo_origin;
-pub mod forwarded;
-pub mod framing;
 pub mod gateway;
+pub mod ingress;
 pub mod kv;
 pub mod kv_redis;
 pub mod manifest;
@@ -22,10 +20,8 @@ pub mod outbound;
 pub mod problem;
 pub mod routes;
 pub mod runtime_config;
-pub mod serve;
 pub mod services;
 pub mod services_embedded;
-pub mod spin_headers;
 pub mod stdio;
 pub mod store;
 pub mod telemetry;

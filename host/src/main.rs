@@ -3,7 +3,7 @@
 //! `demo-origin` runs the bundled demo origin on its own.
 
 use tollgate::store::KvBackend;
-use tollgate::{config, demo_origin, gateway, manifest, runtime_config, serve, telemetry};
+use tollgate::{config, demo_origin, gateway, ingress, manifest, runtime_config, telemetry};
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -208,11 +208,27 @@ async fn run(cfg: config::Config, demo: bool) -> anyhow::Result<()> {
     }
     let mut listeners = Vec::new();
     for addr in &cfg.listen {
-        let l = TcpListener::bind(addr)
+        let tcp = TcpListener::bind(addr)
             .await
             .map_err(|e| anyhow::anyhow!("server.listen: cannot bind {addr}: {e}"))?;
-        tracing::info!(addr = %l.local_addr()?, "listening");
-        listeners.push(l);
+        tracing::info!(addr = %tcp.local_addr()?, "listening");
+        listeners.push(ingress::Listener { tcp, tls: None });
+    }
+    if let Some(settings) = &cfg.tls {
+        // Checked by the config already; read again here, for serving.
+        let cert = ingress::tls::Certificate::load(settings)?;
+        let acceptor = ingress::tls::acceptor(cert.clone(), settings.tls13_only);
+        ingress::tls::reload_on_sighup(cert);
+        for addr in &settings.listen {
+            let tcp = TcpListener::bind(addr)
+                .await
+                .map_err(|e| anyhow::anyhow!("server.tls.listen: cannot bind {addr}: {e}"))?;
+            tracing::info!(addr = %tcp.local_addr()?, "tls listening");
+            listeners.push(ingress::Listener {
+                tcp,
+                tls: Some(acceptor.clone()),
+            });
+        }
     }
     if let Some(admin) = telemetry::bind_admin(cfg.admin_listen).await? {
         tracing::info!(addr = %admin.local_addr()?, "admin listening");
@@ -235,7 +251,7 @@ async fn run(cfg: config::Config, demo: bool) -> anyhow::Result<()> {
         let _ = tx.send(true);
     });
     gateway.metrics.ready.store(true, Ordering::Relaxed);
-    serve::serve(gateway, listeners, rx).await;
+    ingress::serve(gateway, listeners, rx).await;
     Ok(())
 }
 

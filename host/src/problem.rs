@@ -6,7 +6,7 @@ use bytes::Bytes;
 use http::{HeaderValue, StatusCode, header};
 use http_body_util::{BodyExt, Full};
 
-use crate::serve::ResponseBody;
+use crate::ingress::ResponseBody;
 
 /// The methods the gateway forwards (TRACE only on routes that allow it).
 pub const ALLOWED_METHODS: &str = "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS";

@@ -278,7 +278,7 @@ proptest! {
     ]) {
         let expected = (1..=128).contains(&raw.len())
             && raw.bytes().all(|b| b.is_ascii_alphanumeric() || b"._:-".contains(&b));
-        prop_assert_eq!(within_bound(&raw, || tollgate::serve::valid_request_id(&raw)), expected);
+        prop_assert_eq!(within_bound(&raw, || tollgate::ingress::valid_request_id(&raw)), expected);
         prop_assert_eq!(tollgate_sdk::request::valid_request_id(&raw), expected);
     }
 
@@ -306,8 +306,8 @@ proptest! {
         if !chain.is_empty() {
             h.insert("x-forwarded-for", HeaderValue::from_str(&chain.join(", ")).unwrap());
         }
-        tollgate::forwarded::apply(&mut h, peer, "gw.test", &trusted());
-        let seen = tollgate::forwarded::client_ip(&h, &trusted());
+        tollgate::ingress::forwarded::apply(&mut h, peer, "http", "gw.test", &trusted());
+        let seen = tollgate::ingress::forwarded::client_ip(&h, &trusted());
         // The independent reading: a peer that is not a trusted proxy is
         // the client; behind one, walk the chain plus the peer from the
         // right to the first address that is not a trusted proxy (or, when
@@ -342,8 +342,8 @@ proptest! {
             }
         }
         let seen = within_bound(&xff, || {
-            tollgate::forwarded::apply(&mut h, peer, "gw.test", &trusted());
-            tollgate::forwarded::client_ip(&h, &trusted())
+            tollgate::ingress::forwarded::apply(&mut h, peer, "http", "gw.test", &trusted());
+            tollgate::ingress::forwarded::client_ip(&h, &trusted())
         });
         if let Some(ip) = seen {
             let listed = xff.split(',').any(|p| p.trim().parse::<IpAddr>() == Ok(ip));

@@ -24,8 +24,8 @@ const XFP: &str = "x-forwarded-proto";
 const XFH: &str = "x-forwarded-host";
 
 /// Rewrites the forwarding headers for a request that arrived from `peer`
-/// over plain HTTP, addressed to `host`.
-pub fn apply(headers: &mut HeaderMap, peer: IpAddr, host: &str, trusted: &[IpNet]) {
+/// over `scheme` (`http` or `https`), addressed to `host`.
+pub fn apply(headers: &mut HeaderMap, peer: IpAddr, scheme: &str, host: &str, trusted: &[IpNet]) {
     let from_proxy = is_trusted(trusted, peer);
     let prior = if from_proxy {
         joined(headers, XFF)
@@ -39,7 +39,7 @@ pub fn apply(headers: &mut HeaderMap, peer: IpAddr, host: &str, trusted: &[IpNet
     let proto = from_proxy
         .then(|| single_token(headers, XFP))
         .flatten()
-        .unwrap_or_else(|| "http".into());
+        .unwrap_or_else(|| scheme.into());
     let fwd_host = from_proxy
         .then(|| single_token(headers, XFH))
         .flatten()
@@ -108,6 +108,7 @@ mod tests {
         apply(
             &mut h,
             "203.0.113.9".parse().unwrap(),
+            "http",
             "api.example",
             &nets(&["10.0.0.0/8"]),
         );
@@ -127,7 +128,13 @@ mod tests {
         h.insert(XFP, "https".parse().unwrap());
         h.insert(XFH, "shop.example".parse().unwrap());
         let trusted = nets(&["10.0.0.0/8"]);
-        apply(&mut h, "10.0.0.1".parse().unwrap(), "internal", &trusted);
+        apply(
+            &mut h,
+            "10.0.0.1".parse().unwrap(),
+            "http",
+            "internal",
+            &trusted,
+        );
         assert_eq!(h[XFF], "198.51.100.7, 10.0.0.2, 10.0.0.1");
         assert_eq!(h[XFP], "https");
         assert_eq!(h[XFH], "shop.example");
@@ -144,9 +151,18 @@ mod tests {
         apply(
             &mut h,
             "10.0.0.1".parse().unwrap(),
+            "http",
             "h",
             &nets(&["10.0.0.0/8"]),
         );
         assert_eq!(h[XFF], "10.0.0.1");
+    }
+
+    #[test]
+    fn the_connection_scheme_is_the_proto_unless_a_trusted_proxy_said() {
+        let mut h = HeaderMap::new();
+        h.insert(XFP, "http".parse().unwrap());
+        apply(&mut h, "203.0.113.9".parse().unwrap(), "https", "a", &[]);
+        assert_eq!(h[XFP], "https");
     }
 }

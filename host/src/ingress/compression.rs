@@ -12,7 +12,7 @@ use tower_http::compression::CompressionBody;
 use tower_http::compression::predicate::Predicate;
 use tower_http::compression::{CompressionLayer, CompressionLevel};
 
-use crate::serve::ResponseBody;
+use crate::ingress::ResponseBody;
 
 /// Smaller bodies are sent as they are: the framing would eat the gain.
 pub const MIN_BYTES: u64 = 1024;

@@ -1,190 +1,42 @@
-//! The ingress: accepts connections (HTTP/1.1, and HTTP/2 with prior
-//! knowledge), checks framing ([`crate::framing`]), enforces header and body limits,
-//! picks the route, sets forwarding headers and the request id, runs the
-//! route's chain (or forwards straight to the origin for an empty chain),
-//! maps failures to problem+json, logs and counts every request, and shuts
-//! down gracefully.
+//! The request phase of the ingress: checks framing ([`super::framing`])
+//! and the header and body limits, picks the route, sets forwarding
+//! headers and the request id, runs the route's chain (or forwards straight
+//! to the origin for an empty chain), maps failures to problem+json, and
+//! logs and counts every request. The same for HTTP/1.1, HTTP/2 and TLS:
+//! only the scheme differs.
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::Bytes;
 use http::header::{HeaderMap, HeaderValue};
+use http::uri::Scheme;
 use http::{Request, Response, Uri};
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Full, Limited};
-use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
-use hyper_util::service::TowerToHyperService;
-use tokio::net::TcpListener;
-use tokio::sync::watch;
 use wasmtime_wasi_http::handler::{ExpirationError, InstantiationError};
 use wasmtime_wasi_http::p3::bindings::http::types::ErrorCode;
 
+use super::{compression, forwarded, framing, spin_headers};
 use crate::chain::ChainError;
 use crate::chain::composed::ComposedRequest;
 use crate::chain::slot::{Failure, RequestSlot};
-use crate::compression;
-use crate::config::Limits;
-use crate::forwarded;
-use crate::framing;
 use crate::gateway::{Gateway, RouteRuntime};
 use crate::outbound::strip_hop_by_hop;
 use crate::problem::Problem;
 use crate::routes::Matchable;
-use crate::spin_headers;
 use crate::timing;
 
 /// The body type of every response the gateway sends.
 pub type ResponseBody = UnsyncBoxBody<Bytes, Box<dyn std::error::Error + Send + Sync>>;
-
-/// How long a client may take to send its request head.
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Serves `listeners` until `shutdown` flips, then drains in-flight
-/// requests for up to the configured grace period.
-pub async fn serve(
-    gateway: Arc<Gateway>,
-    listeners: Vec<TcpListener>,
-    mut shutdown: watch::Receiver<bool>,
-) {
-    let graceful = GracefulShutdown::new();
-    let (conn_tx, mut conn_rx) =
-        tokio::sync::mpsc::channel::<(tokio::net::TcpStream, SocketAddr)>(1024);
-    let mut accept_tasks = Vec::new();
-    for listener in listeners {
-        let tx = conn_tx.clone();
-        accept_tasks.push(tokio::spawn(async move {
-            loop {
-                match listener.accept().await {
-                    Ok(conn) => {
-                        if tx.send(conn).await.is_err() {
-                            return;
-                        }
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                    }
-                }
-            }
-        }));
-    }
-    drop(conn_tx);
-
-    let builder = connection_builder(&gateway.limits);
-    loop {
-        tokio::select! {
-            conn = conn_rx.recv() => {
-                let Some((stream, peer)) = conn else { break };
-                let _ = stream.set_nodelay(true);
-                let gw = gateway.clone();
-                let svc = tower::ServiceBuilder::new()
-                    .map_response(compression::boxed)
-                    .layer(compression::layer())
-                    .service(Ingress { gw, peer });
-                let svc = TowerToHyperService::new(svc);
-                let conn = builder.serve_connection(TokioIo::new(stream), svc).into_owned();
-                let conn = graceful.watch(conn);
-                tokio::spawn(async move {
-                    if let Err(e) = conn.await {
-                        tracing::debug!(error = %e, "connection ended with an error");
-                    }
-                });
-            }
-            _ = shutdown.changed() => break,
-        }
-    }
-
-    // Stop accepting: closing the listeners makes new connections fail.
-    for t in &accept_tasks {
-        t.abort();
-    }
-    for t in accept_tasks {
-        let _ = t.await;
-    }
-    drop(conn_rx);
-    gateway
-        .metrics
-        .ready
-        .store(false, std::sync::atomic::Ordering::Relaxed);
-    tracing::info!("shutting down: draining in-flight requests");
-    match tokio::time::timeout(gateway.shutdown_timeout, graceful.shutdown()).await {
-        Ok(()) => tracing::info!("all connections drained"),
-        Err(_) => tracing::warn!("shutdown grace period ended with connections still open"),
-    }
-}
-
-/// One connection's request handler, as a tower service so that the
-/// compression layer can wrap it.
-#[derive(Clone)]
-struct Ingress {
-    gw: Arc<Gateway>,
-    peer: SocketAddr,
-}
-
-impl tower::Service<Request<Incoming>> for Ingress {
-    type Response = Response<ResponseBody>;
-    type Error = Infallible;
-    type Future =
-        std::pin::Pin<Box<dyn Future<Output = Result<Response<ResponseBody>, Infallible>> + Send>>;
-
-    fn poll_ready(
-        &mut self,
-        _: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Result<(), Infallible>> {
-        std::task::Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, req: Request<Incoming>) -> Self::Future {
-        let (gw, peer) = (self.gw.clone(), self.peer);
-        Box::pin(async move { Ok(handle(gw, peer, req).await) })
-    }
-}
-
-/// Most concurrent streams one HTTP/2 connection may open.
-const H2_MAX_STREAMS: u32 = 128;
-
-/// Streams a client may open and reset before the server has accepted
-/// them; beyond this the connection is closed with GOAWAY
-/// (ENHANCE_YOUR_CALM): the rapid-reset attack, CVE-2023-44487.
-const H2_MAX_PENDING_RESETS: usize = 20;
-
-/// Serves HTTP/1.1, and HTTP/2 to clients that open with its preface
-/// (prior knowledge, h2c), with the same limits per request and stream.
-fn connection_builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
-    let max_buf = hyper_buffer(limits);
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT)
-        .max_buf_size(max_buf)
-        .keep_alive(true);
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .max_concurrent_streams(H2_MAX_STREAMS)
-        .max_pending_accept_reset_streams(H2_MAX_PENDING_RESETS)
-        .max_header_list_size(max_buf as u32);
-    builder
-}
-
-/// hyper's own cap on the request head. It is above our limit so that our
-/// check, with its problem+json answer, is what clients normally meet.
-fn hyper_buffer(limits: &Limits) -> usize {
-    (limits.max_header_bytes * 2 + 4096).max(8192)
-}
 
 /// Handles one request from end to end; never fails. Public so that the
 /// in-process benchmarks can drive the gateway without sockets.
 pub async fn handle<B>(
     gw: Arc<Gateway>,
     peer: SocketAddr,
+    scheme: Scheme,
     req: Request<B>,
 ) -> Response<ResponseBody>
 where
@@ -197,7 +49,7 @@ where
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
 
-    let (route_name, response) = match admit(&gw, peer, req, &request_id).await {
+    let (route_name, response) = match admit(&gw, peer, &scheme, req, &request_id).await {
         Err((route, problem)) => (route, problem.response(&request_id)),
         Ok((route, req)) => {
             let mut res = dispatch(&gw, route, req, &request_id).await;
@@ -246,6 +98,7 @@ fn decision(status: u16) -> &'static str {
 async fn admit<'g, B>(
     gw: &'g Gateway,
     peer: SocketAddr,
+    scheme: &Scheme,
     req: Request<B>,
     request_id: &str,
 ) -> Result<(&'g RouteRuntime, Request<wasmtime_wasi_http::WasiBody>), (String, Problem)>
@@ -300,13 +153,19 @@ where
         spin_headers::apply(
             &mut parts.headers,
             peer,
-            &format!("http://{host}{pq}"),
+            &format!("{scheme}://{host}{pq}"),
             parts.uri.path(),
             route.prefix(),
             route.exact(),
         );
     } else {
-        forwarded::apply(&mut parts.headers, peer.ip(), &host, &gw.trusted_proxies);
+        forwarded::apply(
+            &mut parts.headers,
+            peer.ip(),
+            scheme.as_str(),
+            &host,
+            &gw.trusted_proxies,
+        );
         parts.headers.remove(forwarded::SPIN_CLIENT_ADDR);
         let client = forwarded::client_ip(&parts.headers, &gw.trusted_proxies).unwrap_or(peer.ip());
         parts.headers.insert(
@@ -320,7 +179,7 @@ where
     );
     // Components see an absolute URI naming the host the client asked for.
     parts.uri = match Uri::builder()
-        .scheme("http")
+        .scheme(scheme.clone())
         .authority(host.as_str())
         .path_and_query(pq)
         .build()

@@ -1,0 +1,192 @@
+//! The connection phase of the ingress: accepts on every listener,
+//! terminates TLS on the TLS ones ([`super::tls`]), serves HTTP/1.1 and
+//! HTTP/2 (by ALPN over TLS, by prior knowledge over cleartext) through
+//! hyper-util's auto builder with the same limits per request and per
+//! stream, and on shutdown stops accepting and drains in-flight requests.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::uri::Scheme;
+use http::{Request, Response};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio_rustls::TlsAcceptor;
+
+use super::request::{ResponseBody, handle};
+use super::{compression, tls};
+use crate::config::Limits;
+use crate::gateway::Gateway;
+
+/// How long a client may take to send its request head.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Most concurrent streams one HTTP/2 connection may open.
+const H2_MAX_STREAMS: u32 = 128;
+
+/// Streams a client may open and reset before the server has accepted
+/// them; beyond this the connection is closed with GOAWAY
+/// (ENHANCE_YOUR_CALM): the rapid-reset attack, CVE-2023-44487.
+const H2_MAX_PENDING_RESETS: usize = 20;
+
+/// A bound socket, and the TLS it speaks (none: cleartext).
+pub struct Listener {
+    pub tcp: TcpListener,
+    pub tls: Option<TlsAcceptor>,
+}
+
+/// Serves `listeners` until `shutdown` flips, then drains in-flight
+/// requests for up to the configured grace period.
+pub async fn serve(
+    gateway: Arc<Gateway>,
+    listeners: Vec<Listener>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let graceful = GracefulShutdown::new();
+    type Accepted = (TcpStream, SocketAddr, Option<TlsAcceptor>);
+    let (conn_tx, mut conn_rx) = tokio::sync::mpsc::channel::<Accepted>(1024);
+    let mut accept_tasks = Vec::new();
+    for Listener { tcp, tls } in listeners {
+        let tx = conn_tx.clone();
+        accept_tasks.push(tokio::spawn(async move {
+            loop {
+                match tcp.accept().await {
+                    Ok((stream, peer)) => {
+                        if tx.send((stream, peer, tls.clone())).await.is_err() {
+                            return;
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                }
+            }
+        }));
+    }
+    drop(conn_tx);
+
+    let builder = connection_builder(&gateway.limits);
+    loop {
+        tokio::select! {
+            conn = conn_rx.recv() => {
+                let Some((stream, peer, tls)) = conn else { break };
+                let _ = stream.set_nodelay(true);
+                let gw = gateway.clone();
+                let scheme = if tls.is_some() { Scheme::HTTPS } else { Scheme::HTTP };
+                let svc = tower::ServiceBuilder::new()
+                    .map_response(compression::boxed)
+                    .layer(compression::layer())
+                    .service(Ingress { gw, peer, scheme });
+                let svc = TowerToHyperService::new(svc);
+                match tls {
+                    None => {
+                        let conn = builder.serve_connection(TokioIo::new(stream), svc).into_owned();
+                        let conn = graceful.watch(conn);
+                        tokio::spawn(async move {
+                            if let Err(e) = conn.await {
+                                tracing::debug!(error = %e, "connection ended with an error");
+                            }
+                        });
+                    }
+                    Some(acceptor) => {
+                        // The handshake runs on the connection's own task,
+                        // so a slow client never holds up accepting.
+                        let builder = builder.clone();
+                        let watcher = graceful.watcher();
+                        tokio::spawn(async move {
+                            let Some(stream) = tls::accept(&acceptor, stream).await else {
+                                return;
+                            };
+                            let conn = builder.serve_connection(TokioIo::new(stream), svc);
+                            if let Err(e) = watcher.watch(conn.into_owned()).await {
+                                tracing::debug!(error = %e, "TLS connection ended with an error");
+                            }
+                        });
+                    }
+                }
+            }
+            _ = shutdown.changed() => break,
+        }
+    }
+
+    // Stop accepting: closing the listeners makes new connections fail.
+    for t in &accept_tasks {
+        t.abort();
+    }
+    for t in accept_tasks {
+        let _ = t.await;
+    }
+    drop(conn_rx);
+    gateway
+        .metrics
+        .ready
+        .store(false, std::sync::atomic::Ordering::Relaxed);
+    tracing::info!("shutting down: draining in-flight requests");
+    match tokio::time::timeout(gateway.shutdown_timeout, graceful.shutdown()).await {
+        Ok(()) => tracing::info!("all connections drained"),
+        Err(_) => tracing::warn!("shutdown grace period ended with connections still open"),
+    }
+}
+
+/// One connection's request handler, as a tower service so that the
+/// compression layer can wrap it.
+#[derive(Clone)]
+struct Ingress {
+    gw: Arc<Gateway>,
+    peer: SocketAddr,
+    scheme: Scheme,
+}
+
+impl tower::Service<Request<Incoming>> for Ingress {
+    type Response = Response<ResponseBody>;
+    type Error = Infallible;
+    type Future =
+        std::pin::Pin<Box<dyn Future<Output = Result<Response<ResponseBody>, Infallible>> + Send>>;
+
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Infallible>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<Incoming>) -> Self::Future {
+        let (gw, peer, scheme) = (self.gw.clone(), self.peer, self.scheme.clone());
+        Box::pin(async move { Ok(handle(gw, peer, scheme, req).await) })
+    }
+}
+
+/// Serves HTTP/1.1, and HTTP/2 to clients that open with its preface
+/// (prior knowledge, h2c, or after ALPN `h2`), with the same limits per
+/// request and stream.
+fn connection_builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
+    let max_buf = hyper_buffer(limits);
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .max_buf_size(max_buf)
+        .keep_alive(true);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(H2_MAX_STREAMS)
+        .max_pending_accept_reset_streams(H2_MAX_PENDING_RESETS)
+        .max_header_list_size(max_buf as u32);
+    builder
+}
+
+/// hyper's own cap on the request head. It is above our limit so that our
+/// check, with its problem+json answer, is what clients normally meet.
+fn hyper_buffer(limits: &Limits) -> usize {
+    (limits.max_header_bytes * 2 + 4096).max(8192)
+}
