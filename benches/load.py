@@ -7,7 +7,10 @@ an empty chain, and nginx configured as the closest equivalent (keep-alive
 upstream, limit_req at a high rate, add_header security headers, a
 map-based API-key check). Drives each with wrk for the same duration at 1
 and at 64 connections, and prints requests/s, p50 and p99 for each target,
-also as ratios to the direct origin measured in the same run. Writes
+also as ratios to the direct origin measured in the same run. Then the
+same gateways over HTTP/2 (h2load, h2c), and Tollgate's empty chain and
+nginx over TLS (HTTP/1.1 keep-alive, one certificate made with openssl
+for both). Writes
 benches/results/load.json and benches/results/load.svg.
 
 Usage: python3 benches/load.py            (DURATION=10 for longer runs)
@@ -64,13 +67,20 @@ def wait_port(port, timeout=120):
     raise SystemExit(f"nothing listens on 127.0.0.1:{port}")
 
 
-def tollgate_config(port, origin_port, full):
+def tollgate_config(port, origin_port, full, tls=None):
+    """`tls`: (port, cert, key) for an extra TLS listener, or None."""
     key_hash = hashlib.sha256(API_KEY.encode()).hexdigest()
     chain = '"headers", "url-guard", "auth", "rate-limit"' if full else ""
+    tls_table = "" if tls is None else f"""
+[server.tls]
+listen = ["127.0.0.1:{tls[0]}"]
+cert = "{tls[1]}"
+key = "{tls[2]}"
+"""
     return f"""
 [server]
 listen = ["127.0.0.1:{port}"]
-[limits]
+{tls_table}[limits]
 max_instances = 256
 [components.headers]
 source = "builtin:headers"
@@ -91,7 +101,23 @@ middleware = [{chain}]
 """
 
 
-def nginx_config(port, origin_port, tmp):
+def nginx_config(port, origin_port, tmp, tls):
+    """`tls`: (port, cert, key) for a second, TLS server with the same
+    location, in the same process."""
+    location = f"""
+        location / {{
+            if ($api_ok = 0) {{ return 401; }}
+            limit_req zone=perip burst=100000 nodelay;
+            add_header Strict-Transport-Security "max-age=63072000; includeSubDomains" always;
+            add_header Content-Security-Policy "default-src 'none'; frame-ancestors 'none'" always;
+            add_header X-Frame-Options DENY always;
+            add_header X-Content-Type-Options nosniff always;
+            add_header Referrer-Policy no-referrer always;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header X-Forwarded-For $remote_addr;
+            proxy_pass http://origin;
+        }}"""
     return f"""
 daemon off;
 worker_processes 2;
@@ -109,20 +135,13 @@ http {{
     limit_req_zone $binary_remote_addr zone=perip:10m rate=100000000r/s;
     map $http_x_api_key $api_ok {{ default 0; "{API_KEY}" 1; }}
     server {{
-        listen 127.0.0.1:{port};
-        location / {{
-            if ($api_ok = 0) {{ return 401; }}
-            limit_req zone=perip burst=100000 nodelay;
-            add_header Strict-Transport-Security "max-age=63072000; includeSubDomains" always;
-            add_header Content-Security-Policy "default-src 'none'; frame-ancestors 'none'" always;
-            add_header X-Frame-Options DENY always;
-            add_header X-Content-Type-Options nosniff always;
-            add_header Referrer-Policy no-referrer always;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-            proxy_set_header X-Forwarded-For $remote_addr;
-            proxy_pass http://origin;
-        }}
+        listen 127.0.0.1:{port};{location}
+    }}
+    server {{
+        listen 127.0.0.1:{tls[0]} ssl;
+        ssl_certificate {tls[1]};
+        ssl_certificate_key {tls[2]};
+        ssl_protocols TLSv1.2 TLSv1.3;{location}
     }}
 }}
 """
@@ -140,10 +159,10 @@ def parse_wrk(text):
     return {"rps": rps, "p50_us": pct(50), "p99_us": pct(99), "non_2xx": int(non2xx.group(1)) if non2xx else 0}
 
 
-def drive(port, conns):
+def drive(port, conns, scheme="http"):
     threads = 1 if conns == 1 else 2
     cmd = ["wrk", f"-t{threads}", f"-c{conns}", f"-d{DURATION}s", "--latency",
-           "-H", f"x-api-key: {API_KEY}", f"http://127.0.0.1:{port}/v1/items"]
+           "-H", f"x-api-key: {API_KEY}", f"{scheme}://127.0.0.1:{port}/v1/items"]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=DURATION + 30, check=True).stdout
     return parse_wrk(out)
 
@@ -188,10 +207,20 @@ def main():
         procs.append(subprocess.Popen([str(BIN), "demo-origin", "--fixed", "--listen", f"127.0.0.1:{origin_port}"],
                                       stderr=subprocess.DEVNULL))
         targets = {"origin": origin_port}
+        # One certificate for both TLS servers (P-256, as is common).
+        cert, key = tmp / "cert.pem", tmp / "key.pem"
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+                        "-nodes", "-keyout", str(key), "-out", str(cert), "-days", "1", "-subj", "/CN=localhost",
+                        "-addext", "subjectAltName=DNS:localhost"], check=True, capture_output=True)
+        tls_targets = {}
         for name, full in (("tollgate-full", True), ("tollgate-empty", False)):
             port = free_port()
             cfg = tmp / f"{name}.toml"
-            cfg.write_text(tollgate_config(port, origin_port, full))
+            tls = None
+            if not full:
+                tls = (free_port(), cert, key)
+                tls_targets["tollgate-empty-tls"] = tls[0]
+            cfg.write_text(tollgate_config(port, origin_port, full, tls))
             procs.append(subprocess.Popen([str(BIN), "serve", "--config", str(cfg)], stderr=subprocess.DEVNULL,
                                           env=dict(os.environ, RUST_LOG="warn")))
             targets[name] = port
@@ -208,11 +237,13 @@ def main():
                      SPIN_VARIABLE_RATE_POLICIES="per-ip ip 100000000/1s; per-user identity 100000000/1s")))
         targets["tollgate-up"] = port
         port = free_port()
-        (tmp / "nginx.conf").write_text(nginx_config(port, origin_port, tmp))
+        tls = (free_port(), cert, key)
+        tls_targets["nginx-tls"] = tls[0]
+        (tmp / "nginx.conf").write_text(nginx_config(port, origin_port, tmp, tls))
         nginx = shutil.which("nginx") or "/usr/sbin/nginx"
         procs.append(subprocess.Popen([nginx, "-p", str(tmp), "-c", str(tmp / "nginx.conf")]))
         targets["nginx"] = port
-        for p in targets.values():
+        for p in [*targets.values(), *tls_targets.values()]:
             wait_port(p)
 
         rows = []
@@ -264,12 +295,32 @@ def main():
             for r in h2_rows:
                 print(f"{r['target']:<20}{r['connections']:>6}{r['rps']:>12,.0f}{r['rps_ratio_to_h1']:>8.2f}"
                       f"{r['failed']:>8}")
+        # TLS rows: HTTP/1.1 keep-alive over TLS (wrk), Tollgate's empty
+        # chain against nginx's TLS server, same certificate.
+        tls_rows = []
+        for conns in CONNECTIONS:
+            for name, p in tls_targets.items():
+                drive(p, conns, "https")  # warm-up, discarded
+                r = drive(p, conns, "https")
+                r.update(target=name, connections=conns)
+                tls_rows.append(r)
+        tls_by = {(r["target"], r["connections"]): r for r in tls_rows}
+        print()
+        print(f"{'target (TLS)':<20}{'conns':>6}{'req/s':>12}{'p50 us':>10}{'p99 us':>10}{'non-2xx':>9}")
+        for r in tls_rows:
+            print(f"{r['target']:<20}{r['connections']:>6}{r['rps']:>12,.0f}{r['p50_us']:>10.0f}"
+                  f"{r['p99_us']:>10.0f}{r['non_2xx']:>9}")
+        for conns in CONNECTIONS:
+            t, n = tls_by[("tollgate-empty-tls", conns)], tls_by[("nginx-tls", conns)]
+            print(f"c={conns}: empty-tls/nginx-tls {t['rps'] / n['rps']:.2f}x req/s, "
+                  f"empty-tls/empty {t['rps'] / by[('tollgate-empty', conns)]['rps']:.2f}x")
         OUT.mkdir(parents=True, exist_ok=True)
-        (OUT / "load.json").write_text(json.dumps({"duration_s": DURATION, "rows": rows, "h2_rows": h2_rows},
-                                                  indent=2) + "\n")
+        (OUT / "load.json").write_text(json.dumps({"duration_s": DURATION, "rows": rows, "h2_rows": h2_rows,
+                                                   "tls_rows": tls_rows}, indent=2) + "\n")
         (OUT / "load.svg").write_text(svg_chart(rows) + "\n")
         print(f"wrote {OUT / 'load.json'} and {OUT / 'load.svg'}")
-        bad = [r for r in rows if r["non_2xx"]] + [r for r in h2_rows if r["failed"]]
+        bad = ([r for r in rows + tls_rows if r["non_2xx"]]
+               + [r for r in h2_rows if r["failed"]])
         if bad:
             raise SystemExit(f"some targets answered non-2xx: {[(r['target'], r.get('non_2xx', r.get('failed'))) for r in bad]}")
     finally:
