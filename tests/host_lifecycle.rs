@@ -1,7 +1,8 @@
 //! Edges of a request's life: oversized and malformed input is refused
 //! before it reaches a component or the origin; origin failures become 502
 //! and 504 inside their timeouts; secrets never reach the log; SIGTERM
-//! drains in-flight requests, refuses new connections and exits 0.
+//! drains in-flight requests, refuses new connections and exits 0; a log
+//! reader that stops reading never holds requests up.
 
 mod common;
 
@@ -201,4 +202,61 @@ async fn sigterm_drains_in_flight_requests_and_exits_zero() {
     .await
     .unwrap();
     assert_eq!(status.code(), Some(0));
+}
+
+/// The access log is written by a thread of its own: a log reader that
+/// stops reading (a full pipe) never holds requests up. With one `write`
+/// per request on the request's own thread, the gateway would stall once
+/// the pipe's 64 KiB filled, a few hundred requests in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_stalled_log_reader_does_not_hold_requests_up() {
+    use std::process::{Command, Stdio};
+
+    let origin = Origin::start().await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let dir = tempdir::TempDir::new();
+    let path = dir.path().join("tollgate.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[server]\nlisten = [\"127.0.0.1:{port}\"]\n[[route]]\norigin = \"{}\"\n",
+            origin.url()
+        ),
+    )
+    .unwrap();
+    // stderr is a pipe nobody reads.
+    let mut child = Command::new(tollgate_bin())
+        .args(["serve", "--config"])
+        .arg(&path)
+        .env("RUST_LOG", "info")
+        .env("XDG_CACHE_HOME", dir.path().join("cache"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let url = format!("http://127.0.0.1:{port}/stall");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "the gateway did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let c = client();
+    let started = Instant::now();
+    // About 300 bytes of log per request: 600 KB, far past a pipe's buffer.
+    for i in 0..2_000 {
+        let res = tokio::time::timeout(Duration::from_secs(5), get(&c, &url)).await;
+        assert!(
+            matches!(&res, Ok(r) if r.status == 200),
+            "request {i} was held up or failed: {res:?}"
+        );
+    }
+    let took = started.elapsed();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(origin.count() >= 2_000);
+    eprintln!("2,000 requests with a stalled log reader took {took:?}");
 }

@@ -91,7 +91,8 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    telemetry::init_logging();
+    // Held to the end of main: dropping it flushes buffered log lines.
+    let _log = telemetry::init_logging();
     let cli = Cli::parse();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -7,7 +7,8 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use bytes::Bytes;
 use http_body_util::Full;
@@ -20,20 +21,45 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
+use tracing_appender::non_blocking::{ErrorCounter, NonBlockingBuilder, WorkerGuard};
 
 use crate::chain::composed::PoolStats;
 
+/// Lines the log writer may hold before it drops (and counts) new ones.
+const LOG_BUFFER_LINES: usize = 64 * 1024;
+
+/// Lines dropped because the log consumer did not keep up
+/// (`tollgate_log_lines_dropped_total`).
+static LOG_DROPPED: OnceLock<ErrorCounter> = OnceLock::new();
+
 /// Installs the JSON log subscriber; `RUST_LOG` filters (default `info`).
-pub fn init_logging() {
+///
+/// Lines are formatted on the thread that logs and written to stderr by
+/// a writer thread of their own, in batches (one `write` per batch, not
+/// per line), so a request never waits on the log's consumer. If that
+/// consumer stalls long enough to fill the buffer, new lines are dropped
+/// and counted in a metric rather than holding requests up. Keep the
+/// returned guard until exit: dropping it flushes what is buffered.
+pub fn init_logging() -> WorkerGuard {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let (writer, guard) = NonBlockingBuilder::default()
+        .lossy(true)
+        .buffered_lines_limit(LOG_BUFFER_LINES)
+        .thread_name("tollgate-log")
+        .finish(std::io::BufWriter::with_capacity(
+            64 * 1024,
+            std::io::stderr(),
+        ));
+    let _ = LOG_DROPPED.set(writer.error_counter());
     let _ = tracing_subscriber::fmt()
         .json()
         .with_env_filter(filter)
         .with_current_span(false)
         .with_span_list(false)
-        .with_writer(std::io::stderr)
+        .with_writer(writer)
         .try_init();
+    guard
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -82,6 +108,9 @@ pub struct Metrics {
     in_flight: Gauge,
     kv_entries: Gauge,
     kv: Option<Arc<crate::kv::MemoryStore>>,
+    log_dropped: Counter,
+    /// What [`LOG_DROPPED`] said at the last scrape.
+    log_dropped_seen: AtomicU64,
     pub ready: AtomicBool,
 }
 
@@ -154,9 +183,17 @@ impl Metrics {
             "Entries held by the embedded key-value store",
             kv_entries.clone(),
         );
+        let log_dropped = Counter::default();
+        registry.register(
+            "log_lines_dropped",
+            "Log lines dropped because stderr's reader did not keep up",
+            log_dropped.clone(),
+        );
         Self {
             kv_entries,
             kv: None,
+            log_dropped,
+            log_dropped_seen: AtomicU64::new(0),
             registry,
             requests,
             duration,
@@ -241,6 +278,11 @@ impl Metrics {
         }
         if let Some(kv) = &self.kv {
             self.kv_entries.set(kv.len() as i64);
+        }
+        if let Some(dropped) = LOG_DROPPED.get() {
+            let now = dropped.dropped_lines() as u64;
+            let seen = self.log_dropped_seen.swap(now, Ordering::Relaxed);
+            self.log_dropped.inc_by(now.saturating_sub(seen));
         }
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &self.registry)
