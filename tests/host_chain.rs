@@ -329,11 +329,9 @@ async fn an_empty_chain_forwards_directly_and_metrics_count_it() {
     assert_eq!(get(&c, &format!("http://{admin}/readyz")).await.status, 200);
     // Logs are JSON lines with the request id, route, status and duration.
     let id = r.header("x-request-id").unwrap().to_owned();
-    let log = gw.log_text();
-    let line = log
-        .lines()
-        .find(|l| l.contains(&id) && l.contains("tollgate::access"))
-        .expect("an access log line");
+    let is_access = |l: &str| l.contains(&id) && l.contains("tollgate::access");
+    let log = gw.wait_for_log("access log line", is_access);
+    let line = log.lines().find(|l| is_access(l)).unwrap();
     let v: serde_json::Value = serde_json::from_str(line).unwrap();
     assert_eq!(v["fields"]["route"], "direct");
     assert_eq!(v["fields"]["status"], 200);

@@ -76,7 +76,12 @@ middleware = ["runaway"]
         "{seen:?}"
     );
     // Each failure is logged with its request id and the failing component.
-    let log = gw.log_text();
+    gw.wait_for_log("memory-limit failure", |l| {
+        l.contains("\"failure\":\"memory-limit\"")
+    });
+    let log = gw.wait_for_log("deadline failure", |l| {
+        l.contains("\"failure\":\"deadline-exceeded\"")
+    });
     assert!(log.contains("\"component\":\"fixture_runaway\""), "{log}");
     assert!(log.contains("\"failure\":\"deadline-exceeded\""), "{log}");
     assert!(log.contains("\"failure\":\"memory-limit\""), "{log}");

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -329,6 +329,21 @@ impl Gateway {
 
     pub fn log_text(&self) -> String {
         self.log.lock().unwrap().join("\n")
+    }
+
+    /// The log, once a line satisfies `pred` (log lines are written by
+    /// the gateway's own writer thread, so one may land just after the
+    /// response it describes). Panics after 10 s, showing the log.
+    pub fn wait_for_log(&self, what: &str, pred: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let log = self.log_text();
+            if log.lines().any(&pred) {
+                return log;
+            }
+            assert!(Instant::now() < deadline, "no {what} in the log:\n{log}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// Sends SIGTERM.
