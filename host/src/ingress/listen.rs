@@ -86,32 +86,27 @@ pub async fn serve(
                     .layer(compression::layer())
                     .service(Ingress { gw, peer, scheme });
                 let svc = TowerToHyperService::new(svc);
-                match tls {
-                    None => {
-                        let conn = builder.serve_connection(TokioIo::new(stream), svc).into_owned();
-                        let conn = graceful.watch(conn);
-                        tokio::spawn(async move {
-                            if let Err(e) = conn.await {
-                                tracing::debug!(error = %e, "connection ended with an error");
-                            }
-                        });
-                    }
-                    Some(acceptor) => {
-                        // The handshake runs on the connection's own task,
-                        // so a slow client never holds up accepting.
-                        let builder = builder.clone();
-                        let watcher = graceful.watcher();
-                        tokio::spawn(async move {
+                // TLS handshakes run on the connection's own task, so a
+                // slow client never holds up accepting.
+                let (builder, watcher) = (builder.clone(), graceful.watcher());
+                tokio::spawn(async move {
+                    let served = match tls {
+                        None => {
+                            let conn = builder.serve_connection(TokioIo::new(stream), svc);
+                            watcher.watch(conn.into_owned()).await
+                        }
+                        Some(acceptor) => {
                             let Some(stream) = tls::accept(&acceptor, stream).await else {
                                 return;
                             };
                             let conn = builder.serve_connection(TokioIo::new(stream), svc);
-                            if let Err(e) = watcher.watch(conn.into_owned()).await {
-                                tracing::debug!(error = %e, "TLS connection ended with an error");
-                            }
-                        });
+                            watcher.watch(conn.into_owned()).await
+                        }
+                    };
+                    if let Err(e) = served {
+                        tracing::debug!(error = %e, "connection ended with an error");
                     }
-                }
+                });
             }
             _ = shutdown.changed() => break,
         }
