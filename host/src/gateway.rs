@@ -1,7 +1,8 @@
 //! Assembly: turns a validated [`Config`] into a running [`Gateway`]:
 //! loads each route's components, composes and compiles each distinct
-//! chain once (through the on-disk cache), and wires the shared engine,
-//! client, key-value store, admission limit and metrics together.
+//! chain once (through the on-disk cache), starts each upstream (and its
+//! health checks), and wires the shared engine, client, key-value store,
+//! admission limit and metrics together.
 //!
 //! Everything that can fail does so here, before a port is bound.
 
@@ -20,10 +21,11 @@ use crate::chain::filter::{FILTER, FilterRun, SetupError};
 use crate::chain::sandbox::{self, StoreFactory};
 use crate::chain::{RouteChain, Segment};
 use crate::config::KvBackendConfig;
-use crate::config::{ComponentSource, Config, Limits, Origin};
+use crate::config::{ComponentSource, Config, Limits};
+use crate::egress::OriginClient;
+use crate::egress::{RouteUpstream, Upstream, health_check};
 use crate::kv::MemoryStore;
 use crate::kv_redis::RedisStore;
-use crate::outbound::OriginClient;
 use crate::routes::{Matchable, RouteTable};
 use crate::services::RouteServices;
 use crate::store::KvBackend;
@@ -47,7 +49,9 @@ pub struct RouteRuntime {
     host: Option<String>,
     prefix: String,
     exact: bool,
-    pub origin: Option<Origin>,
+    /// Where admitted requests go; `None` in a Spin app, whose last
+    /// component answers.
+    pub upstream: Option<Arc<RouteUpstream>>,
     pub chain: Option<Arc<RouteChain>>,
     /// Whether TRACE is forwarded on this route.
     pub allow_trace: bool,
@@ -120,10 +124,31 @@ pub async fn build(config: &Config) -> anyhow::Result<Gateway> {
 
     let linker = sandbox::linker(&engine, &kv)?;
 
+    // One running upstream per name, shared by the routes that use it;
+    // a route's single origin is its own.
+    let mut upstreams: HashMap<String, Arc<Upstream>> = HashMap::new();
+    for u in config.routes.iter().filter_map(|r| r.upstream.as_ref()) {
+        upstreams
+            .entry(u.name.clone())
+            .or_insert_with(|| Upstream::new(u, metrics.upstream_families()));
+    }
+    for upstream in upstreams.values() {
+        health_check::spawn(upstream, client.clone());
+    }
+
     // The same list of components composes to the same chain: do it once.
     let mut compiled: HashMap<(Vec<ComponentSource>, bool), Component> = HashMap::new();
     let mut routes = Vec::new();
     for (index, route) in config.routes.iter().enumerate() {
+        let upstream = route.upstream.as_ref().map(|u| {
+            let up = upstreams[&u.name].clone();
+            metrics.watch_route_upstream(&route.name, up.clone());
+            Arc::new(RouteUpstream::new(
+                &route.name,
+                up,
+                route.retry_non_idempotent,
+            ))
+        });
         let chain = if route.middleware.is_empty() {
             None
         } else {
@@ -163,7 +188,7 @@ pub async fn build(config: &Config) -> anyhow::Result<Gateway> {
                     }
                     Run::Composed(range) => {
                         // Without an origin, the last component answers by itself.
-                        let ends = range.end == route.middleware.len() && route.origin.is_none();
+                        let ends = range.end == route.middleware.len() && route.upstream.is_none();
                         let pieces = &route.middleware[range];
                         let key = (
                             pieces.iter().map(|m| m.source.clone()).collect::<Vec<_>>(),
@@ -195,7 +220,7 @@ pub async fn build(config: &Config) -> anyhow::Result<Gateway> {
                 &route.name,
                 names.join(","),
                 segments,
-                route.origin.clone(),
+                upstream.clone(),
                 client.clone(),
             )))
         };
@@ -204,7 +229,7 @@ pub async fn build(config: &Config) -> anyhow::Result<Gateway> {
             host: route.host.clone(),
             prefix: route.path_prefix.clone(),
             exact: route.exact,
-            origin: route.origin.clone(),
+            upstream,
             chain,
             allow_trace: route.allow_trace,
             compression: route.compression,
@@ -237,7 +262,7 @@ fn plan(route: &crate::config::Route, fast_path: bool) -> anyhow::Result<Vec<Run
     let n = route.middleware.len();
     let mut runs: Vec<Run> = Vec::new();
     for (i, m) in route.middleware.iter().enumerate() {
-        let primary = route.origin.is_none() && i == n - 1;
+        let primary = route.upstream.is_none() && i == n - 1;
         let filter = fast_path
             && !primary
             && compose::exports(&m.name, &component_bytes(&m.source)?)

@@ -3,7 +3,8 @@
 //!
 //! Data path of a request: [`ingress`] (TLS, HTTP/1.1 and HTTP/2, limits, framing, routing, forwarding headers)
 //! → [`chain`] (the route's filters, called synchronously, and composed
-//! `wasi:http` middleware) → [`outbound`] (the pooled client to the origin). Host
+//! `wasi:http` middleware) → [`egress`] (upstreams: balancing, retries,
+//! health, and the pooled client to the origin services). Host
 //! services for components are in [`services`] over [`kv`]; configuration
 //! in [`config`] and [`manifest`]; logs and metrics in [`telemetry`].
 
@@ -11,12 +12,12 @@ pub mod builtin;
 pub mod chain;
 pub mod config;
 pub mod demo_origin;
+pub mod egress;
 pub mod gateway;
 pub mod ingress;
 pub mod kv;
 pub mod kv_redis;
 pub mod manifest;
-pub mod outbound;
 pub mod problem;
 pub mod routes;
 pub mod runtime_config;

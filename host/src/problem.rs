@@ -24,6 +24,8 @@ pub enum Problem {
     BadGateway,
     GatewayTimeout,
     Overloaded,
+    /// Every endpoint of the route's upstream fails its health checks.
+    NoHealthyUpstream,
 }
 
 impl Problem {
@@ -37,7 +39,7 @@ impl Problem {
             Problem::ComponentFailed => StatusCode::INTERNAL_SERVER_ERROR,
             Problem::BadGateway => StatusCode::BAD_GATEWAY,
             Problem::GatewayTimeout => StatusCode::GATEWAY_TIMEOUT,
-            Problem::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
+            Problem::Overloaded | Problem::NoHealthyUpstream => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -52,6 +54,7 @@ impl Problem {
             Problem::BadGateway => "The upstream service could not be reached.",
             Problem::GatewayTimeout => "The request did not complete in time.",
             Problem::Overloaded => "The gateway is at capacity; retry later.",
+            Problem::NoHealthyUpstream => "No healthy upstream endpoint is available; retry later.",
         }
     }
 
@@ -84,7 +87,7 @@ impl Problem {
             // RFC 9110 §15.5.6: a 405 lists what is allowed.
             h.insert(header::ALLOW, HeaderValue::from_static(ALLOWED_METHODS));
         }
-        if self == Problem::Overloaded {
+        if matches!(self, Problem::Overloaded | Problem::NoHealthyUpstream) {
             h.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }
         res

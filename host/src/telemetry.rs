@@ -1,6 +1,6 @@
 //! Logs and metrics: JSON structured logging through `tracing`, the
-//! Prometheus registry, and the admin listener that serves `/metrics`,
-//! `/healthz` and `/readyz`.
+//! Prometheus registry (upstream families included), and the admin
+//! listener that serves `/metrics`, `/healthz` and `/readyz`.
 //!
 //! Request logs carry ids, routes, statuses and durations, never header
 //! values: nothing here ever sees `Authorization`, cookies or API keys.
@@ -85,6 +85,127 @@ struct ChainLabel {
     components: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct AttemptLabel {
+    upstream: String,
+    endpoint: String,
+    outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct EndpointLabel {
+    upstream: String,
+    endpoint: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RetryLabel {
+    route: String,
+    upstream: String,
+    result: String,
+}
+
+/// The upstream metric families, handed to each [`Upstream`] so it can
+/// resolve its counters once, at startup.
+///
+/// [`Upstream`]: crate::egress::Upstream
+#[derive(Clone, Default)]
+pub struct UpstreamFamilies {
+    attempts: Family<AttemptLabel, Counter>,
+    ejections: Family<EndpointLabel, Counter>,
+    retries: Family<RetryLabel, Counter>,
+    healthy: Family<EndpointLabel, Gauge>,
+    ejected: Family<EndpointLabel, Gauge>,
+    in_flight: Family<EndpointLabel, Gauge>,
+}
+
+impl UpstreamFamilies {
+    /// Attempts on one endpoint that ended in `outcome`.
+    pub fn attempt(&self, upstream: &str, endpoint: &str, outcome: &str) -> Counter {
+        self.attempts
+            .get_or_create(&AttemptLabel {
+                upstream: upstream.into(),
+                endpoint: endpoint.into(),
+                outcome: outcome.into(),
+            })
+            .clone()
+    }
+
+    /// Ejections of one endpoint.
+    pub fn ejection(&self, upstream: &str, endpoint: &str) -> Counter {
+        self.ejections
+            .get_or_create(&EndpointLabel {
+                upstream: upstream.into(),
+                endpoint: endpoint.into(),
+            })
+            .clone()
+    }
+
+    /// Retries on a route: `retried`, or `over-budget` (refused).
+    pub fn retry(&self, route: &str, upstream: &str, result: &str) -> Counter {
+        self.retries
+            .get_or_create(&RetryLabel {
+                route: route.into(),
+                upstream: upstream.into(),
+                result: result.into(),
+            })
+            .clone()
+    }
+
+    fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "upstream_attempts",
+            "Attempts on an upstream endpoint, by outcome (answered, failed-status, connect-failed, reset, timed-out)",
+            self.attempts.clone(),
+        );
+        registry.register(
+            "upstream_retries",
+            "Retries by route: retried, or over-budget (refused by the retry budget)",
+            self.retries.clone(),
+        );
+        registry.register(
+            "upstream_ejections",
+            "Times an endpoint was ejected after consecutive failures",
+            self.ejections.clone(),
+        );
+        registry.register(
+            "upstream_endpoint_healthy",
+            "1 while an endpoint passes its active health checks (or has none)",
+            self.healthy.clone(),
+        );
+        registry.register(
+            "upstream_endpoint_ejected",
+            "1 while an endpoint is ejected",
+            self.ejected.clone(),
+        );
+        registry.register(
+            "upstream_endpoint_in_flight",
+            "Requests in flight on an endpoint",
+            self.in_flight.clone(),
+        );
+    }
+
+    /// Sets the gauges from `upstream`'s live state.
+    fn refresh(&self, upstream: &crate::egress::Upstream) {
+        let now = std::time::Instant::now();
+        for e in &upstream.endpoints {
+            let label = EndpointLabel {
+                upstream: upstream.name.to_string(),
+                endpoint: e.name.to_string(),
+            };
+            self.healthy
+                .get_or_create(&label)
+                .set(e.is_healthy() as i64);
+            self.ejected
+                .get_or_create(&label)
+                .set(e.is_ejected(now) as i64);
+            self.in_flight
+                .get_or_create(&label)
+                .set(e.in_flight() as i64);
+        }
+    }
+}
+
 fn latency_buckets() -> impl Iterator<Item = f64> {
     [
         0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
@@ -111,6 +232,9 @@ pub struct Metrics {
     log_dropped: Counter,
     /// What [`LOG_DROPPED`] said at the last scrape.
     log_dropped_seen: AtomicU64,
+    upstream_families: UpstreamFamilies,
+    /// Each route's upstream, for readiness and the endpoint gauges.
+    route_upstreams: Vec<(String, Arc<crate::egress::Upstream>)>,
     pub ready: AtomicBool,
 }
 
@@ -189,7 +313,11 @@ impl Metrics {
             "Log lines dropped because stderr's reader did not keep up",
             log_dropped.clone(),
         );
+        let upstream_families = UpstreamFamilies::default();
+        upstream_families.register(&mut registry);
         Self {
+            upstream_families,
+            route_upstreams: Vec::new(),
             kv_entries,
             kv: None,
             log_dropped,
@@ -212,6 +340,25 @@ impl Metrics {
     /// Exports the embedded store's size.
     pub fn watch_kv(&mut self, kv: Arc<crate::kv::MemoryStore>) {
         self.kv = Some(kv);
+    }
+
+    /// The upstream metric families (shared handles).
+    pub fn upstream_families(&self) -> UpstreamFamilies {
+        self.upstream_families.clone()
+    }
+
+    /// Watches a route's upstream: for `/readyz`, and the endpoint gauges.
+    pub fn watch_route_upstream(&mut self, route: &str, upstream: Arc<crate::egress::Upstream>) {
+        self.route_upstreams.push((route.into(), upstream));
+    }
+
+    /// Routes none of whose endpoints passes its health checks.
+    pub fn unready_routes(&self) -> Vec<&str> {
+        self.route_upstreams
+            .iter()
+            .filter(|(_, u)| !u.any_healthy())
+            .map(|(r, _)| r.as_str())
+            .collect()
     }
 
     /// Registers a chain's pool so its counters are exported.
@@ -279,6 +426,12 @@ impl Metrics {
         if let Some(kv) = &self.kv {
             self.kv_entries.set(kv.len() as i64);
         }
+        let mut seen = std::collections::HashSet::new();
+        for (_, upstream) in &self.route_upstreams {
+            if seen.insert(Arc::as_ptr(upstream)) {
+                self.upstream_families.refresh(upstream);
+            }
+        }
         if let Some(dropped) = LOG_DROPPED.get() {
             let now = dropped.dropped_lines() as u64;
             let seen = self.log_dropped_seen.swap(now, Ordering::Relaxed);
@@ -326,8 +479,7 @@ fn admin_response(path: &str, metrics: &Metrics) -> hyper::Response<Full<Bytes>>
             metrics.encode(),
         ),
         "/healthz" => (200, "text/plain", "ok\n".to_string()),
-        "/readyz" if metrics.ready.load(Ordering::Relaxed) => (200, "text/plain", "ready\n".into()),
-        "/readyz" => (503, "text/plain", "not ready\n".into()),
+        "/readyz" => readiness(metrics),
         _ => (404, "text/plain", "not found\n".into()),
     };
     hyper::Response::builder()
@@ -335,6 +487,23 @@ fn admin_response(path: &str, metrics: &Metrics) -> hyper::Response<Full<Bytes>>
         .header("content-type", content_type)
         .body(Full::new(Bytes::from(body)))
         .expect("static response parts are valid")
+}
+
+/// `/readyz`: ready once the gateway serves, and while every route has an
+/// endpoint that passes its health checks; otherwise 503 naming the routes.
+fn readiness(metrics: &Metrics) -> (u16, &'static str, String) {
+    if !metrics.ready.load(Ordering::Relaxed) {
+        return (503, "text/plain", "not ready\n".into());
+    }
+    let unready = metrics.unready_routes();
+    if unready.is_empty() {
+        return (200, "text/plain", "ready\n".into());
+    }
+    let lines: String = unready
+        .iter()
+        .map(|r| format!("route {r}: no healthy upstream endpoint\n"))
+        .collect();
+    (503, "text/plain", format!("not ready\n{lines}"))
 }
 
 /// Binds the admin listener, if configured.

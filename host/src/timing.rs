@@ -4,7 +4,7 @@
 //! middleware appends `NAME;dur=MICROS` (its own time, `next` excluded) to
 //! the same header on its response, and [`take`] strips and parses it
 //! before the answer leaves. The origin never sees the mark and cannot
-//! forge timings (`outbound.rs` strips the header both ways).
+//! forge timings (`egress/client.rs` strips the header both ways).
 //!
 //! Names are whatever the components say, so [`Reporters`] admits at most
 //! as many distinct names per chain as the chain has components: a

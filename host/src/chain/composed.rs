@@ -2,7 +2,7 @@
 //! component (see [`compose`](super::compose)) and served through
 //! `wasmtime-wasi-http`'s `ProxyHandler`, which reuses instances. Its
 //! innermost `wasi:http/handler` import goes on to the rest of the route's
-//! chain (see [`outbound`](crate::outbound)).
+//! chain (see [`egress::client`](crate::egress::client)).
 
 use std::pin::Pin;
 use std::sync::Arc;

@@ -8,7 +8,7 @@
 //!   composed path ([`composed`], built by [`compose`]); its innermost
 //!   `next` goes on to the following segment.
 //!
-//! After the last segment comes the origin (or, in a Spin app, the last
+//! After the last segment comes the route's upstream (or, in a Spin app, the last
 //! composed segment ends in the primary component, which answers).
 //! [`sandbox`] holds what every instance shares (engine, store data,
 //! deadline, memory cap, linker) and [`slot`] the per-request record.
@@ -25,8 +25,7 @@ use std::sync::Arc;
 
 use wasmtime_wasi_http::{Error as HttpError, WasiBody};
 
-use crate::config::Origin;
-use crate::outbound::OriginClient;
+use crate::egress::{OriginClient, RouteUpstream};
 use composed::{ChainHandler, ComposedRequest};
 use filter::FilterRun;
 use slot::{Failure, RequestSlot};
@@ -62,7 +61,7 @@ pub struct RouteChain {
     /// The route's middleware names, in order (for logs and metrics).
     pub components: String,
     segments: Vec<Segment>,
-    origin: Option<Origin>,
+    upstream: Option<Arc<RouteUpstream>>,
     client: Arc<OriginClient>,
     /// Whether a composed segment (whose SDK middleware report their own
     /// times) is in the chain.
@@ -81,6 +80,11 @@ pub struct Downstream {
 }
 
 impl Downstream {
+    /// Whether only the upstream is left (no more components).
+    pub fn is_upstream(&self) -> bool {
+        self.from >= self.chain.segments.len()
+    }
+
     /// Runs the rest of the chain; a component failure there has been
     /// recorded in the request's slot and becomes an internal error here.
     pub async fn run(self, req: Request) -> Result<Response, HttpError> {
@@ -100,7 +104,7 @@ impl RouteChain {
         route: &str,
         components: String,
         segments: Vec<Segment>,
-        origin: Option<Origin>,
+        upstream: Option<Arc<RouteUpstream>>,
         client: Arc<OriginClient>,
     ) -> Self {
         let has_composed = segments.iter().any(|s| matches!(s, Segment::Composed(_)));
@@ -110,7 +114,7 @@ impl RouteChain {
             route: route.to_owned(),
             components,
             segments,
-            origin,
+            upstream,
             client,
             has_composed,
         }
@@ -120,7 +124,7 @@ impl RouteChain {
         &self.segments
     }
 
-    /// Runs `req` through segments `from..`, then the origin.
+    /// Runs `req` through segments `from..`, then the upstream.
     pub fn run<'a>(
         self: &'a Arc<Self>,
         from: usize,
@@ -129,12 +133,14 @@ impl RouteChain {
     ) -> Pin<Box<dyn Future<Output = Result<Response, ChainError>> + Send + 'a>> {
         Box::pin(async move {
             match self.segments.get(from) {
-                None => match &self.origin {
-                    Some(origin) => self
-                        .client
-                        .forward(req, origin)
-                        .await
-                        .map_err(ChainError::Origin),
+                None => match &self.upstream {
+                    Some(upstream) => {
+                        let forwarded = upstream.forward(&self.client, req, slot.deadline()).await;
+                        if let Some(endpoint) = forwarded.endpoint {
+                            slot.set_endpoint(endpoint);
+                        }
+                        forwarded.result.map_err(ChainError::Origin)
+                    }
                     None => Err(ChainError::Origin(HttpError::DestinationNotFound)),
                 },
                 Some(Segment::Filters(run)) => {
@@ -142,12 +148,16 @@ impl RouteChain {
                         .await
                 }
                 Some(Segment::Composed(handler)) => {
-                    // Straight to the origin needs no detour through the chain.
-                    let downstream = (from + 1 < self.segments.len()).then(|| Downstream {
-                        chain: self.clone(),
-                        from: from + 1,
-                        slot: slot.clone(),
-                    });
+                    // Without an upstream, the last segment answers itself.
+                    let next = from + 1;
+                    let downstream =
+                        (next < self.segments.len() || self.upstream.is_some()).then(|| {
+                            Downstream {
+                                chain: self.clone(),
+                                from: next,
+                                slot: slot.clone(),
+                            }
+                        });
                     let request = ComposedRequest {
                         slot: slot.clone(),
                         downstream,

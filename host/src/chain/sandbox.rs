@@ -23,7 +23,7 @@ use wasmtime_wasi_http::{WasiHttp, WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 use super::slot::{Failure, RequestSlot};
 use crate::config::{Limits, Origin, Route};
-use crate::outbound::{ClientHooks, OriginClient, OriginHooks};
+use crate::egress::client::{ClientHooks, OriginClient, OriginHooks};
 use crate::services::{HasServices, RouteServices, ServicesView};
 use crate::stdio::LogStream;
 use crate::store::KvBackend;
@@ -261,7 +261,8 @@ fn add_terminal_handler(linker: &mut Linker<ChainState>) -> wasmtime::Result<()>
 pub struct StoreFactory {
     pub engine: Engine,
     pub client: Arc<OriginClient>,
-    pub origin: Option<Origin>,
+    /// The scheme of the route's upstream, for requests sent without one.
+    pub scheme: Option<http::uri::Scheme>,
     pub allowed: Arc<[Origin]>,
     pub services: Arc<RouteServices>,
     pub route: Arc<str>,
@@ -280,7 +281,10 @@ impl StoreFactory {
         Self {
             engine: engine.clone(),
             client,
-            origin: route.origin.clone(),
+            scheme: route
+                .upstream
+                .as_ref()
+                .map(|u| u.endpoints[0].0.scheme.clone()),
             allowed: route.allowed_outbound_hosts.clone().into(),
             services,
             route: route.name.as_str().into(),
@@ -303,8 +307,7 @@ impl StoreFactory {
             wasi: wasi.build(),
             http: WasiHttpCtx::new(),
             origin_hooks: OriginHooks {
-                client: self.client.clone(),
-                origin: self.origin.clone(),
+                scheme: self.scheme.clone(),
                 downstream: None,
             },
             client_hooks: ClientHooks {

@@ -1,7 +1,7 @@
 //! The per-request record shared by the ingress and every instance a
 //! request passes through: its id and deadline, why it failed (recorded
-//! before a trap unwinds, so the answer and the log are precise), and the
-//! time each filter took.
+//! before a trap unwinds, so the answer and the log are precise), the
+//! time each filter took, and the upstream endpoint that answered.
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -23,6 +23,8 @@ pub struct RequestSlot {
     failure: Mutex<Option<Failure>>,
     /// Time each filter took, by the name it reported.
     times: Mutex<Vec<(std::sync::Arc<str>, Duration)>>,
+    /// The upstream endpoint that answered (or was tried last).
+    endpoint: Mutex<Option<std::sync::Arc<str>>>,
 }
 
 impl RequestSlot {
@@ -32,6 +34,7 @@ impl RequestSlot {
             deadline: Instant::now() + timeout,
             failure: Default::default(),
             times: Default::default(),
+            endpoint: Default::default(),
         }
     }
 
@@ -53,6 +56,18 @@ impl RequestSlot {
     /// The filter times recorded so far.
     pub fn take_times(&self) -> Vec<(std::sync::Arc<str>, Duration)> {
         std::mem::take(&mut *self.times.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    pub(crate) fn set_endpoint(&self, endpoint: std::sync::Arc<str>) {
+        *self.endpoint.lock().unwrap_or_else(|p| p.into_inner()) = Some(endpoint);
+    }
+
+    /// The upstream endpoint that answered, or was tried last.
+    pub fn endpoint(&self) -> Option<std::sync::Arc<str>> {
+        self.endpoint
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     pub fn failure(&self) -> Option<Failure> {

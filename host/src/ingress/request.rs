@@ -1,8 +1,8 @@
 //! The request phase of the ingress: checks framing ([`super::framing`])
 //! and the header and body limits, picks the route, sets forwarding
 //! headers and the request id, runs the route's chain (or forwards straight
-//! to the origin for an empty chain), maps failures to problem+json, and
-//! logs and counts every request. The same for HTTP/1.1, HTTP/2 and TLS:
+//! to the upstream for an empty chain), maps failures to problem+json, and
+//! logs and counts every request, naming the endpoint that answered. The same for HTTP/1.1, HTTP/2 and TLS:
 //! only the scheme differs.
 
 use std::net::SocketAddr;
@@ -22,11 +22,16 @@ use super::{compression, forwarded, framing, spin_headers};
 use crate::chain::ChainError;
 use crate::chain::composed::ComposedRequest;
 use crate::chain::slot::{Failure, RequestSlot};
+use crate::egress::strip_hop_by_hop;
 use crate::gateway::{Gateway, RouteRuntime};
-use crate::outbound::strip_hop_by_hop;
 use crate::problem::Problem;
 use crate::routes::Matchable;
 use crate::timing;
+
+/// Which upstream endpoint answered a response (or was tried last), for
+/// the access log.
+#[derive(Clone)]
+struct AnsweredBy(Arc<str>);
 
 /// The body type of every response the gateway sends.
 pub type ResponseBody = UnsyncBoxBody<Bytes, Box<dyn std::error::Error + Send + Sync>>;
@@ -67,6 +72,10 @@ where
 
     let status = response.status().as_u16();
     let elapsed = start.elapsed();
+    let endpoint = response
+        .extensions()
+        .get::<AnsweredBy>()
+        .map(|a| a.0.clone());
     gw.metrics
         .record(&route_name, status, elapsed.as_secs_f64());
     tracing::info!(
@@ -76,6 +85,7 @@ where
         method = %method,
         path = %path,
         status,
+        endpoint = endpoint.as_deref().unwrap_or("-"),
         duration_us = elapsed.as_micros() as u64,
         decision = decision(status),
         "request"
@@ -148,7 +158,7 @@ where
         .map(|p| p.as_str())
         .unwrap_or("/")
         .to_owned();
-    if route.origin.is_none() {
+    if route.upstream.is_none() {
         // A Spin app: the request as Spin's trigger would hand it over.
         spin_headers::apply(
             &mut parts.headers,
@@ -202,13 +212,19 @@ async fn dispatch(
     request_id: &str,
 ) -> Response<ResponseBody> {
     let Some(chain) = &route.chain else {
-        let Some(origin) = &route.origin else {
+        let Some(upstream) = &route.upstream else {
             return Problem::BadGateway.response(request_id);
         };
-        return match gw.client.forward(req, origin).await {
+        let deadline = Instant::now() + gw.limits.request_timeout;
+        let forwarded = upstream.forward(&gw.client, req, deadline).await;
+        let mut res = match forwarded.result {
             Ok(res) => res.map(|b| b.map_err(Into::into).boxed_unsync()),
             Err(e) => problem_for_http_error(&e).response(request_id),
         };
+        if let Some(endpoint) = forwarded.endpoint {
+            res.extensions_mut().insert(AnsweredBy(endpoint));
+        }
+        return res;
     };
     // Admission: at most `max_instances` requests inside chains at once.
     let permit = match tokio::time::timeout(
@@ -230,6 +246,7 @@ async fn dispatch(
     }
     let result = chain.run(0, req, &slot).await;
     drop(permit);
+    let endpoint = slot.endpoint();
     gw.metrics.record_chain(
         &route.name,
         &chain.components,
@@ -239,7 +256,7 @@ async fn dispatch(
         gw.metrics
             .record_component(&route.name, &component, took.as_secs_f64());
     }
-    match result {
+    let mut res = match result {
         Ok(mut res) => {
             if chain.has_composed {
                 for (component, seconds) in timing::take(res.headers_mut()) {
@@ -266,7 +283,11 @@ async fn dispatch(
             }
             problem.response(request_id)
         }
+    };
+    if let Some(endpoint) = endpoint {
+        res.extensions_mut().insert(AnsweredBy(endpoint));
     }
+    res
 }
 
 /// Maps a chain failure to the problem the client sees.
@@ -298,6 +319,7 @@ fn failure_kind(e: &wasmtime::Error, failure: Option<Failure>) -> &'static str {
 
 fn problem_for_code(code: &ErrorCode) -> Problem {
     match code {
+        ErrorCode::DestinationUnavailable => Problem::NoHealthyUpstream,
         ErrorCode::HttpResponseTimeout
         | ErrorCode::ConnectionTimeout
         | ErrorCode::ConnectionReadTimeout
@@ -309,6 +331,7 @@ fn problem_for_code(code: &ErrorCode) -> Problem {
 fn problem_for_http_error(e: &wasmtime_wasi_http::Error) -> Problem {
     use wasmtime_wasi_http::Error as E;
     match e {
+        E::DestinationUnavailable => Problem::NoHealthyUpstream,
         E::HttpResponseTimeout | E::ConnectionTimeout | E::ConnectionReadTimeout => {
             Problem::GatewayTimeout
         }

@@ -9,13 +9,17 @@ use std::collections::{BTreeMap, HashSet};
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
 
 use ipnet::IpNet;
 
+use crate::egress::UpstreamConfig;
 use crate::ingress::tls::TlsSettings;
+
+mod upstreams;
 
 /// A validated gateway configuration.
 #[derive(Debug, Clone)]
@@ -97,9 +101,14 @@ pub struct Route {
     pub path_prefix: String,
     /// Match the path exactly rather than as a prefix (Spin's exact routes).
     pub exact: bool,
-    /// Where admitted requests go. `None` when the chain ends in a primary
-    /// component that answers (or forwards) itself, as in a Spin app.
-    pub origin: Option<Origin>,
+    /// Where admitted requests go: a named `[upstreams.NAME]`, or the
+    /// route's single `origin` URL as an upstream of one endpoint. `None`
+    /// when the chain ends in a primary component that answers (or
+    /// forwards) itself, as in a Spin app.
+    pub upstream: Option<Arc<UpstreamConfig>>,
+    /// Whether non-idempotent requests (POST, PATCH) may be retried after
+    /// they may have reached the origin.
+    pub retry_non_idempotent: bool,
     /// The ordered chain, outermost first.
     pub middleware: Vec<Middleware>,
     /// Hosts the chain's own `wasi:http/client` calls may reach.
@@ -176,6 +185,8 @@ struct RawConfig {
     kv: RawKv,
     #[serde(default)]
     components: BTreeMap<String, RawComponent>,
+    #[serde(default)]
+    upstreams: BTreeMap<String, upstreams::RawUpstream>,
     #[serde(default, rename = "route")]
     routes: Vec<RawRoute>,
 }
@@ -306,6 +317,9 @@ struct RawRoute {
     #[serde(default = "default_prefix")]
     path_prefix: String,
     origin: Option<String>,
+    upstream: Option<String>,
+    #[serde(default)]
+    retry_non_idempotent: bool,
     #[serde(default)]
     middleware: Vec<String>,
     #[serde(default)]
@@ -553,7 +567,8 @@ impl Validator {
         }
 
         let components = self.components(&raw.components, base, env);
-        let routes = self.routes(&raw.routes, &components);
+        let upstreams = self.upstreams(&raw.upstreams);
+        let routes = self.routes(&raw.routes, &components, &upstreams, &raw.upstreams);
         if raw.routes.is_empty() {
             self.err("route", "at least one [[route]] is required");
         }
@@ -707,6 +722,8 @@ impl Validator {
         &mut self,
         raw: &[RawRoute],
         components: &BTreeMap<String, ResolvedComponent>,
+        upstreams: &BTreeMap<String, Arc<UpstreamConfig>>,
+        declared: &BTreeMap<String, upstreams::RawUpstream>,
     ) -> Vec<Route> {
         let mut seen_match = HashSet::new();
         let mut seen_name = HashSet::new();
@@ -751,18 +768,42 @@ impl Validator {
                     ),
                 );
             }
-            let origin = match &r.origin {
-                None => {
+            let upstream = match (&r.origin, &r.upstream) {
+                (Some(_), Some(_)) => {
+                    self.err(&key, "set either origin or upstream, not both");
+                    None
+                }
+                (None, None) => {
                     self.err(
                         format_args!("{key}.origin"),
-                        "missing: every route needs an origin URL",
+                        "missing: every route needs an origin URL or an upstream",
                     );
                     None
                 }
-                Some(o) => match parse_origin(o) {
-                    Ok(o) => Some(o),
-                    Err(e) => {
-                        self.err(format_args!("{key}.origin"), e);
+                (Some(o), None) => {
+                    if r.retry_non_idempotent {
+                        self.err(
+                            format_args!("{key}.retry_non_idempotent"),
+                            "needs an upstream: a single origin is never retried",
+                        );
+                    }
+                    match parse_origin(o) {
+                        Ok(o) => Some(Arc::new(UpstreamConfig::single(&name, o))),
+                        Err(e) => {
+                            self.err(format_args!("{key}.origin"), e);
+                            None
+                        }
+                    }
+                }
+                (None, Some(u)) => match upstreams.get(u) {
+                    Some(config) => Some(config.clone()),
+                    // Declared but invalid: its own errors are reported.
+                    None if declared.contains_key(u) => None,
+                    None => {
+                        self.err(
+                            format_args!("{key}.upstream"),
+                            format_args!("unknown upstream `{u}`: define it under [upstreams.{u}]"),
+                        );
                         None
                     }
                 },
@@ -817,13 +858,14 @@ impl Validator {
                     source: c.source.clone(),
                 });
             }
-            if let Some(origin) = origin {
+            if let Some(upstream) = upstream {
                 out.push(Route {
                     name,
                     host,
                     path_prefix: prefix,
                     exact: false,
-                    origin: Some(origin),
+                    upstream: Some(upstream),
+                    retry_non_idempotent: r.retry_non_idempotent,
                     middleware,
                     allowed_outbound_hosts: outbound,
                     variables: variables.into_iter().map(|(k, (_, v))| (k, v)).collect(),
@@ -964,7 +1006,9 @@ mod tests {
         let c = check("[[route]]\norigin = \"http://127.0.0.1:9000\"\n").unwrap();
         assert_eq!(c.routes[0].path_prefix, "/");
         assert_eq!(
-            c.routes[0].origin.as_ref().unwrap().to_string(),
+            c.routes[0].upstream.as_ref().unwrap().endpoints[0]
+                .0
+                .to_string(),
             "http://127.0.0.1:9000"
         );
         assert_eq!(c.limits.max_body_bytes, 1024 * 1024);

@@ -1,14 +1,16 @@
-//! Everything that leaves the gateway: one pooled HTTP client shared by all
-//! routes, and the two `wasi:http` hooks that use it.
+//! The one pooled HTTP client shared by all routes, and the two `wasi:http`
+//! hooks that use it.
 //!
 //! - [`OriginHooks`] serves the innermost `wasi:http/handler` import of a
-//!   chain: it re-targets the request at the route's origin.
+//!   composed segment: the rest of the route's chain, then its upstream.
 //! - [`ClientHooks`] serves the chain's own `wasi:http/client` calls, and
 //!   lets them reach only the route's allowed outbound hosts.
 //!
-//! Both strip hop-by-hop headers, and both apply the connect and response
-//! timeouts, which surface as `connection-timeout` and
-//! `http-response-timeout` so the ingress can answer 502 or 504.
+//! The pool keys connections by scheme and authority, so every endpoint of
+//! an upstream has its own keep-alive connections. Both hooks strip
+//! hop-by-hop headers, and both apply the connect and response timeouts,
+//! which surface as `connection-timeout` and `http-response-timeout` so the
+//! ingress can answer 502 or 504.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -54,11 +56,6 @@ impl OriginClient {
         })
     }
 
-    /// Sends `req` and waits for the response head within the response timeout.
-    pub async fn send(&self, req: http::Request<WasiBody>) -> SendResult {
-        self.send_within(req, self.response_timeout).await
-    }
-
     async fn send_within(&self, mut req: http::Request<WasiBody>, timeout: Duration) -> SendResult {
         strip_hop_by_hop(req.headers_mut());
         // The host's timing protocol stays between the host and the chain.
@@ -81,25 +78,52 @@ impl OriginClient {
 
 impl OriginClient {
     /// Re-targets `request` at `origin` (keeping path and query, setting
-    /// `Host` to the origin's authority) and sends it.
-    pub async fn forward(
-        &self,
-        request: http::Request<WasiBody>,
-        origin: &Origin,
-    ) -> Result<http::Response<WasiBody>, HttpError> {
-        self.forward_raw(request, origin).await.map(|(res, _)| res)
-    }
-
-    async fn forward_raw(
+    /// `Host` to the origin's authority) and sends it, waiting at most
+    /// `timeout` for the response head.
+    pub async fn forward_to(
         &self,
         mut request: http::Request<WasiBody>,
         origin: &Origin,
-    ) -> SendResult {
+        timeout: Duration,
+    ) -> Result<http::Response<WasiBody>, HttpError> {
         *request.uri_mut() = retarget(request.uri(), origin)?;
         if let Ok(host) = http::HeaderValue::from_str(origin.authority.as_str()) {
             request.headers_mut().insert(header::HOST, host);
         }
-        self.send(request).await
+        self.send_within(request, timeout).await.map(|(res, _)| res)
+    }
+
+    /// A health check: whether `GET path` on `origin` answers 2xx within
+    /// `timeout` (the body is read and discarded, so the connection can be
+    /// kept).
+    pub async fn probe(&self, origin: &Origin, path: &PathAndQuery, timeout: Duration) -> bool {
+        let Ok(uri) = Uri::builder()
+            .scheme(origin.scheme.clone())
+            .authority(origin.authority.clone())
+            .path_and_query(path.clone())
+            .build()
+        else {
+            return false;
+        };
+        let request = http::Request::get(uri)
+            .header(header::USER_AGENT, "tollgate-health-check")
+            .body(
+                http_body_util::Empty::new()
+                    .map_err(|never| match never {})
+                    .boxed_unsync(),
+            )
+            .expect("a GET with a valid URI builds");
+        let check = async {
+            let (res, _) = self.send_within(request, timeout).await.ok()?;
+            let ok = res.status().is_success();
+            res.into_body().collect().await.ok()?;
+            Some(ok)
+        };
+        tokio::time::timeout(timeout, check)
+            .await
+            .ok()
+            .flatten()
+            .unwrap_or(false)
     }
 }
 
@@ -130,11 +154,12 @@ fn retarget(uri: &Uri, origin: &Origin) -> Result<Uri, HttpError> {
         .map_err(|_| HttpError::HttpRequestUriInvalid)
 }
 
-/// Serves a composed run's innermost `next`: the rest of the route's chain
-/// when there is one (set per request), otherwise the route's origin.
+/// Serves a composed segment's innermost `next`: the rest of the route's
+/// chain and then its upstream (set per request). A Spin app's last
+/// segment ends in its primary component and has no `next` to serve.
 pub struct OriginHooks {
-    pub client: Arc<OriginClient>,
-    pub origin: Option<Origin>,
+    /// The scheme for requests a component sends without one.
+    pub scheme: Option<http::uri::Scheme>,
     pub downstream: Option<crate::chain::Downstream>,
 }
 
@@ -145,31 +170,30 @@ impl WasiHttpHooks for OriginHooks {
         _options: Option<RequestOptions>,
         _fut: Box<dyn Future<Output = Result<(), HttpError>> + Send>,
     ) -> Box<dyn Future<Output = SendResult> + Send> {
-        if let Some(downstream) = self.downstream.clone() {
-            return Box::new(async move {
+        let Some(downstream) = self.downstream.clone() else {
+            return Box::new(async { Err(HttpError::DestinationNotFound) });
+        };
+        Box::new(async move {
+            let res = if downstream.is_upstream() {
+                // Straight to the upstream: no component runs, so no need
+                // for a task of its own.
+                downstream.run(request).await?
+            } else {
                 // The rest of the chain runs as its own task: its filters'
                 // stores cannot run inside this store's event loop.
-                let res = tokio::spawn(downstream.run(request))
+                tokio::spawn(downstream.run(request))
                     .await
-                    .map_err(|_| HttpError::InternalError(None))??;
-                Ok((
-                    res,
-                    Box::new(async { Ok(()) }) as Box<dyn Future<Output = _> + Send>,
-                ))
-            });
-        }
-        let client = self.client.clone();
-        let origin = self.origin.clone();
-        Box::new(async move {
-            match origin {
-                Some(origin) => client.forward_raw(request, &origin).await,
-                None => Err(HttpError::DestinationNotFound),
-            }
+                    .map_err(|_| HttpError::InternalError(None))??
+            };
+            Ok((
+                res,
+                Box::new(async { Ok(()) }) as Box<dyn Future<Output = _> + Send>,
+            ))
         })
     }
 
     fn default_scheme(&mut self) -> Option<http::uri::Scheme> {
-        self.origin.as_ref().map(|o| o.scheme.clone())
+        self.scheme.clone()
     }
 }
 
