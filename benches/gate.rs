@@ -146,7 +146,7 @@ middleware = [{middleware}]
     let mut cfg = config::parse(&text, std::path::Path::new("."), &config::Env::process()).unwrap();
     if origin.is_none() {
         let echo = format!("{}/fixture_echo.wasm", env!("TOLLGATE_WASM_DIR"));
-        cfg.routes[0].origin = None;
+        cfg.routes[0].upstream = None;
         cfg.routes[0].middleware.push(Middleware {
             name: "echo".into(),
             source: ComponentSource::File(echo.into()),
@@ -161,7 +161,11 @@ fn loopback_origin(rt: &tokio::runtime::Runtime) -> SocketAddr {
         .unwrap()
         .local_addr()
         .unwrap();
-    rt.spawn(tollgate::demo_origin::run(addr, true));
+    rt.spawn(tollgate::demo_origin::run(
+        addr,
+        true,
+        std::time::Duration::ZERO,
+    ));
     for _ in 0..100 {
         if std::net::TcpStream::connect(addr).is_ok() {
             return addr;

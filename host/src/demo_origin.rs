@@ -1,10 +1,12 @@
 //! A tiny origin service bundled for the out-of-the-box demo: it answers
 //! every request with a JSON echo of what it received (method, path and
 //! headers), so a user can see what the chain changed. With `--fixed` it is
-//! the load test's fast origin: a fixed 3-byte body.
+//! the load test's fast origin: a fixed 3-byte body. With `--delay-ms` it
+//! answers late, which shows what `least-request` balancing does.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -14,16 +16,20 @@ use tokio::net::TcpListener;
 
 /// Serves the demo origin on `addr` until the process exits. With `fixed`,
 /// every answer is the same 3-byte body: the load test's fast origin.
-pub async fn run(addr: SocketAddr, fixed: bool) -> anyhow::Result<()> {
+/// Every answer waits `delay` first.
+pub async fn run(addr: SocketAddr, fixed: bool, delay: Duration) -> anyhow::Result<()> {
     let listener = TcpListener::bind(addr)
         .await
         .map_err(|e| anyhow::anyhow!("demo origin: cannot bind {addr}: {e}"))?;
-    tracing::info!(%addr, "demo origin listening");
+    tracing::info!(addr = %listener.local_addr()?, "demo origin listening");
     loop {
         let (stream, _) = listener.accept().await?;
         tokio::spawn(async move {
             let svc = service_fn(
                 move |req: hyper::Request<hyper::body::Incoming>| async move {
+                    if !delay.is_zero() {
+                        tokio::time::sleep(delay).await;
+                    }
                     if fixed {
                         return Ok::<_, Infallible>(hyper::Response::new(Full::new(
                             Bytes::from_static(b"ok\n"),

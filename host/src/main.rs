@@ -87,6 +87,9 @@ enum Command {
         /// Answer every request with a fixed 3-byte body (for load tests).
         #[arg(long)]
         fixed: bool,
+        /// Wait this long before every answer (to try out balancing).
+        #[arg(long, value_name = "MS", default_value_t = 0)]
+        delay_ms: u64,
     },
 }
 
@@ -120,8 +123,13 @@ fn main() -> ExitCode {
                 });
             serve_loaded(&runtime, loaded, false)
         }
-        Command::DemoOrigin { listen, fixed } => {
-            match runtime.block_on(demo_origin::run(listen, fixed)) {
+        Command::DemoOrigin {
+            listen,
+            fixed,
+            delay_ms,
+        } => {
+            let delay = std::time::Duration::from_millis(delay_ms);
+            match runtime.block_on(demo_origin::run(listen, fixed, delay)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("{e:#}");
@@ -202,7 +210,7 @@ async fn run(cfg: config::Config, demo: bool) -> anyhow::Result<()> {
     if demo {
         let addr: SocketAddr = DEMO_ORIGIN.parse().expect("valid address");
         tokio::spawn(async move {
-            if let Err(e) = demo_origin::run(addr, false).await {
+            if let Err(e) = demo_origin::run(addr, false, std::time::Duration::ZERO).await {
                 tracing::error!(error = %e, "demo origin stopped");
             }
         });
