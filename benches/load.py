@@ -7,7 +7,9 @@ an empty chain, and nginx configured as the closest equivalent (keep-alive
 upstream, limit_req at a high rate, add_header security headers, a
 map-based API-key check). Drives each with wrk for the same duration at 1
 and at 64 connections, and prints requests/s, p50 and p99 for each target,
-also as ratios to the direct origin measured in the same run. Then the
+also as ratios to the direct origin measured in the same run, and the
+empty chain forwarding to a 3-endpoint round-robin upstream as a ratio to
+the single-origin empty chain. Then the
 same gateways over HTTP/2 (h2load, h2c), and Tollgate's empty chain and
 nginx over TLS (HTTP/1.1 keep-alive, one certificate made with openssl
 for both). Writes
@@ -67,8 +69,10 @@ def wait_port(port, timeout=120):
     raise SystemExit(f"nothing listens on 127.0.0.1:{port}")
 
 
-def tollgate_config(port, origin_port, full, tls=None):
-    """`tls`: (port, cert, key) for an extra TLS listener, or None."""
+def tollgate_config(port, origin_port, full, tls=None, upstream_ports=None):
+    """`tls`: (port, cert, key) for an extra TLS listener, or None.
+    `upstream_ports`: forward to a round-robin upstream over these origin
+    ports instead of to the single origin."""
     key_hash = hashlib.sha256(API_KEY.encode()).hexdigest()
     chain = '"headers", "url-guard", "auth", "rate-limit"' if full else ""
     tls_table = "" if tls is None else f"""
@@ -77,6 +81,13 @@ listen = ["127.0.0.1:{tls[0]}"]
 cert = "{tls[1]}"
 key = "{tls[2]}"
 """
+    if upstream_ports:
+        endpoints = ", ".join(f'"http://127.0.0.1:{p}"' for p in upstream_ports)
+        upstream_table = f"[upstreams.three]\nendpoints = [{endpoints}]\n"
+        target = 'upstream = "three"'
+    else:
+        upstream_table = ""
+        target = f'origin = "http://127.0.0.1:{origin_port}"'
     return f"""
 [server]
 listen = ["127.0.0.1:{port}"]
@@ -95,8 +106,8 @@ variables = {{ api_keys = "bench:{key_hash}" }}
 source = "builtin:rate-limit"
 key_value_stores = ["default"]
 variables = {{ policies = "per-ip ip 100000000/1s; per-user identity 100000000/1s" }}
-[[route]]
-origin = "http://127.0.0.1:{origin_port}"
+{upstream_table}[[route]]
+{target}
 middleware = [{chain}]
 """
 
@@ -224,6 +235,19 @@ def main():
             procs.append(subprocess.Popen([str(BIN), "serve", "--config", str(cfg)], stderr=subprocess.DEVNULL,
                                           env=dict(os.environ, RUST_LOG="warn")))
             targets[name] = port
+        # The empty chain again, forwarding to a round-robin upstream of
+        # three origins (the first one and two more like it).
+        upstream_ports = [origin_port]
+        for _ in range(2):
+            upstream_ports.append(free_port())
+            procs.append(subprocess.Popen([str(BIN), "demo-origin", "--fixed", "--listen",
+                                           f"127.0.0.1:{upstream_ports[-1]}"], stderr=subprocess.DEVNULL))
+        port = free_port()
+        cfg = tmp / "tollgate-upstream3.toml"
+        cfg.write_text(tollgate_config(port, origin_port, False, upstream_ports=upstream_ports))
+        procs.append(subprocess.Popen([str(BIN), "serve", "--config", str(cfg)], stderr=subprocess.DEVNULL,
+                                      env=dict(os.environ, RUST_LOG="warn")))
+        targets["tollgate-upstream3"] = port
         # The same four gates as a Spin app: `tollgate up -f spin.toml`,
         # with limits high enough that nothing is refused.
         port = free_port()
@@ -276,6 +300,10 @@ def main():
                   f"full/nginx {full['rps'] / nginx['rps']:.2f}x, empty/nginx {empty['rps'] / nginx['rps']:.2f}x, "
                   f"up/full {up['rps'] / full['rps']:.2f}x, "
                   f"full p50 +{full['p50_us'] - empty['p50_us']:.0f} us over empty")
+            three = by[("tollgate-upstream3", conns)]
+            print(f"c={conns}: upstream3/empty {three['rps'] / empty['rps']:.2f}x req/s "
+                  f"(3-endpoint round-robin upstream against the single origin), "
+                  f"p50 {three['p50_us']:.0f} us against {empty['p50_us']:.0f} us")
         # HTTP/2 rows (h2load from Debian's nghttp2-client): the same
         # gateways over h2c, against their own HTTP/1.1 numbers above.
         h2_rows = []

@@ -1,8 +1,8 @@
 //! Assembly: turns a validated [`Config`] into a running [`Gateway`]:
 //! loads each route's components, composes and compiles each distinct
-//! chain once (through the on-disk cache), starts each upstream (and its
-//! health checks), and wires the shared engine, client, key-value store,
-//! admission limit and metrics together.
+//! chain once (through the on-disk cache), builds each upstream, and wires
+//! the shared engine, client, key-value store, admission limit and metrics
+//! together.
 //!
 //! Everything that can fail does so here, before a port is bound.
 
@@ -41,6 +41,19 @@ pub struct Gateway {
     pub client: Arc<OriginClient>,
     pub admission: Arc<Semaphore>,
     pub kv: KvBackend,
+    /// Every running upstream (their health checks start with serving).
+    pub upstreams: Vec<Arc<Upstream>>,
+}
+
+impl Gateway {
+    /// Starts the active health checks of every upstream that has them.
+    /// Serving calls this; `tollgate check` does not, so a check contacts
+    /// no origin.
+    pub fn start_health_checks(&self) {
+        for upstream in &self.upstreams {
+            health_check::spawn(upstream, self.client.clone());
+        }
+    }
 }
 
 /// One route, ready to serve.
@@ -131,9 +144,6 @@ pub async fn build(config: &Config) -> anyhow::Result<Gateway> {
         upstreams
             .entry(u.name.clone())
             .or_insert_with(|| Upstream::new(u, metrics.upstream_families()));
-    }
-    for upstream in upstreams.values() {
-        health_check::spawn(upstream, client.clone());
     }
 
     // The same list of components composes to the same chain: do it once.
@@ -245,6 +255,7 @@ pub async fn build(config: &Config) -> anyhow::Result<Gateway> {
         client,
         admission: Arc::new(Semaphore::new(config.limits.max_instances as usize)),
         kv,
+        upstreams: upstreams.into_values().collect(),
     })
 }
 

@@ -194,6 +194,14 @@ pub struct RouteUpstream {
     retries_refused: Counter,
 }
 
+/// Every endpoint fails its health checks: nothing to try.
+fn unavailable() -> Forwarded {
+    Forwarded {
+        result: Err(HttpError::DestinationUnavailable),
+        endpoint: None,
+    }
+}
+
 /// What forwarding produced, and which endpoint answered (or was tried last).
 pub struct Forwarded {
     pub result: Result<http::Response<WasiBody>, HttpError>,
@@ -229,17 +237,45 @@ impl RouteUpstream {
         request: http::Request<WasiBody>,
         deadline: Instant,
     ) -> Forwarded {
+        if self.upstream.retry.attempts <= 1 {
+            self.forward_once(client, request, deadline).await
+        } else {
+            self.forward_with_retries(client, request, deadline).await
+        }
+    }
+
+    /// One attempt and no retry (a single origin, or `attempts = 1`): the
+    /// request goes as it is, with nothing copied.
+    async fn forward_once(
+        &self,
+        client: &OriginClient,
+        request: http::Request<WasiBody>,
+        deadline: Instant,
+    ) -> Forwarded {
         let up = &*self.upstream;
-        let start = Instant::now();
-        self.budget.request(start);
+        let now = Instant::now();
+        let Some(i) = up.pick(up.key(request.headers()), &[], now) else {
+            return unavailable();
+        };
+        let (result, _) = self.attempt(client, i, request, deadline, now).await;
+        self.done(result, &up.endpoints[i])
+    }
+
+    async fn forward_with_retries(
+        &self,
+        client: &OriginClient,
+        request: http::Request<WasiBody>,
+        deadline: Instant,
+    ) -> Forwarded {
+        let up = &*self.upstream;
+        self.budget.request(Instant::now());
         let (parts, body) = request.into_parts();
         // A body can be sent again only if the gateway holds all of it:
         // the ingress buffers every request body, so this is the rule, and
         // a body streamed by a composed middleware goes once.
-        let may_retry = up.retry.attempts > 1;
         let mut body = Some(body);
         let replay = match body.as_ref().map(http_body::Body::size_hint) {
-            Some(hint) if may_retry && hint.exact().is_some() => {
+            Some(hint) if hint.exact().is_some() => {
                 match body.take().expect("present").collect().await {
                     Ok(b) => Some(b.to_bytes()),
                     Err(_) => {
@@ -258,21 +294,9 @@ impl RouteUpstream {
         loop {
             let now = Instant::now();
             let Some(i) = up.pick(key, &tried, now) else {
-                // Every endpoint fails its health checks.
-                return Forwarded {
-                    result: Err(HttpError::DestinationUnavailable),
-                    endpoint: None,
-                };
+                return unavailable();
             };
             tried.push(i);
-            let endpoint = up.endpoints[i].clone();
-            let remaining = deadline.saturating_duration_since(now);
-            if remaining.is_zero() {
-                return Forwarded {
-                    result: Err(HttpError::HttpResponseTimeout),
-                    endpoint: Some(endpoint.name.clone()),
-                };
-            }
             let this_body = match (&replay, body.take()) {
                 (Some(bytes), _) => Full::new(bytes.clone())
                     .map_err(|never| match never {})
@@ -285,43 +309,23 @@ impl RouteUpstream {
             *req.uri_mut() = parts.uri.clone();
             *req.version_mut() = parts.version;
             *req.headers_mut() = parts.headers.clone();
-
-            let in_flight = endpoint.start();
-            let result = client
-                .forward_to(
-                    req,
-                    &endpoint.origin,
-                    remaining.min(client.response_timeout),
-                )
-                .await;
-            drop(in_flight);
-            let outcome = match &result {
-                Ok(res) if up.retry.on_status.contains(&res.status().as_u16()) => {
-                    Outcome::FailedStatus
-                }
-                Ok(_) => Outcome::Answered,
-                Err(HttpError::ConnectionRefused | HttpError::ConnectionTimeout) => {
-                    Outcome::ConnectFailed
-                }
-                Err(HttpError::HttpResponseTimeout) => Outcome::TimedOut,
-                Err(_) => Outcome::Reset,
-            };
-            let now = Instant::now();
-            up.record(i, outcome, now);
+            let (result, outcome) = self.attempt(client, i, req, deadline, now).await;
+            let endpoint = &up.endpoints[i];
 
             let again = attempt + 1 < up.retry.attempts
                 && (replay.is_some() || body.is_some())
                 && retry::retryable(outcome, &parts.method, self.retry_non_idempotent);
             if !again {
-                return self.done(result, &endpoint);
+                return self.done(result, endpoint);
             }
+            let now = Instant::now();
             let wait = retry::backoff(&up.retry, attempt, fastrand::f64());
             if now + wait >= deadline {
-                return self.done(result, &endpoint);
+                return self.done(result, endpoint);
             }
             if !self.budget.try_retry(now) {
                 self.retries_refused.inc();
-                return self.done(result, &endpoint);
+                return self.done(result, endpoint);
             }
             self.retries.inc();
             tracing::debug!(
@@ -333,6 +337,45 @@ impl RouteUpstream {
             tokio::time::sleep(wait).await;
             attempt += 1;
         }
+    }
+
+    /// One attempt on endpoint `i`, judged and recorded in its health.
+    async fn attempt(
+        &self,
+        client: &OriginClient,
+        i: usize,
+        request: http::Request<WasiBody>,
+        deadline: Instant,
+        now: Instant,
+    ) -> (Result<http::Response<WasiBody>, HttpError>, Outcome) {
+        let up = &*self.upstream;
+        let endpoint = &up.endpoints[i];
+        let remaining = deadline.saturating_duration_since(now);
+        if remaining.is_zero() {
+            // The request's time is up: no attempt, and no mark against
+            // the endpoint.
+            return (Err(HttpError::HttpResponseTimeout), Outcome::TimedOut);
+        }
+        let in_flight = endpoint.start();
+        let result = client
+            .forward_to(
+                request,
+                &endpoint.origin,
+                remaining.min(client.response_timeout),
+            )
+            .await;
+        drop(in_flight);
+        let outcome = match &result {
+            Ok(res) if up.retry.on_status.contains(&res.status().as_u16()) => Outcome::FailedStatus,
+            Ok(_) => Outcome::Answered,
+            Err(HttpError::ConnectionRefused | HttpError::ConnectionTimeout) => {
+                Outcome::ConnectFailed
+            }
+            Err(HttpError::HttpResponseTimeout) => Outcome::TimedOut,
+            Err(_) => Outcome::Reset,
+        };
+        up.record(i, outcome, Instant::now());
+        (result, outcome)
     }
 
     fn done(
