@@ -46,12 +46,15 @@ pub struct Gateway {
 }
 
 impl Gateway {
-    /// Starts the active health checks of every upstream that has them.
-    /// Serving calls this; `tollgate check` does not, so a check contacts
-    /// no origin.
-    pub fn start_health_checks(&self) {
+    /// Starts the background work of a serving gateway: the active health
+    /// checks of every upstream that has them, and the shared store's
+    /// pinger. `tollgate check` does not, so a check contacts no origin.
+    pub fn start_background(&self) {
         for upstream in &self.upstreams {
             health_check::spawn(upstream, self.client.clone());
+        }
+        if let KvBackend::Redis(r) = &self.kv {
+            r.spawn_pinger();
         }
     }
 }
@@ -127,11 +130,26 @@ pub async fn build(config: &Config) -> anyhow::Result<Gateway> {
             metrics.watch_kv(m.clone());
             KvBackend::Memory(m)
         }
-        KvBackendConfig::Redis { url, timeout } => KvBackend::Redis(
-            RedisStore::connect(url, *timeout, config.kv.idle_expiry)
+        KvBackendConfig::Redis(redis) => KvBackend::Redis(
+            RedisStore::connect(redis, config.kv.idle_expiry, metrics.store_metrics())
                 .await
-                // Never the URL itself: it may carry a password.
-                .map_err(|_| anyhow::anyhow!("kv.redis_url: the Redis server did not answer"))?,
+                // Never the URL or the cause's text: they may carry a password.
+                .map_err(|e| {
+                    let key = match redis.topology {
+                        crate::kv_redis::connect::Topology::Single(_) => "kv.redis_url",
+                        _ => "kv.redis_urls",
+                    };
+                    let crate::kv_redis::RedisKvError::Unavailable(cause) = &e;
+                    let why = if cause.kind() == redis::ErrorKind::AuthenticationFailed
+                        || cause.code() == Some("NOAUTH")
+                        || cause.code() == Some("WRONGPASS")
+                    {
+                        "the Redis server refused the credentials (kv.redis_username, kv.redis_password)"
+                    } else {
+                        "the Redis server did not answer"
+                    };
+                    anyhow::anyhow!("{key}: {why}")
+                })?,
         ),
     };
 

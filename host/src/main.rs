@@ -207,7 +207,7 @@ fn serve_loaded(
 
 async fn run(cfg: config::Config, demo: bool) -> anyhow::Result<()> {
     let gateway = Arc::new(gateway::build(&cfg).await?);
-    gateway.start_health_checks();
+    gateway.start_background();
     if demo {
         let addr: SocketAddr = DEMO_ORIGIN.parse().expect("valid address");
         tokio::spawn(async move {

@@ -53,10 +53,10 @@ pub fn apply(path: &Path, config: &mut Config) -> Result<(), ConfigErrors> {
         match (store.kind.as_str(), &store.url) {
             ("redis", Some(url)) => match crate::config::check_redis_url(url) {
                 Ok(()) => {
-                    config.kv.backend = KvBackendConfig::Redis {
-                        url: url.clone(),
-                        timeout: Duration::from_millis(DEFAULT_REDIS_TIMEOUT_MS as u64),
-                    }
+                    config.kv.backend = KvBackendConfig::Redis(crate::config::RedisConfig::single(
+                        url.clone(),
+                        Duration::from_millis(DEFAULT_REDIS_TIMEOUT_MS as u64),
+                    ))
                 }
                 Err(e) => errors.push(format!("{key}.url: {e}")),
             },

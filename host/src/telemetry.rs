@@ -206,6 +206,49 @@ impl UpstreamFamilies {
     }
 }
 
+/// The shared store's metrics, handed to the Redis store at startup.
+#[derive(Clone)]
+pub struct StoreMetrics {
+    /// Calls that failed (timeouts, refused or dropped connections, errors).
+    pub errors: Counter,
+    /// Round-trip time of every call.
+    pub seconds: Histogram,
+    /// Recoveries: the store answering again after failing, and each
+    /// switch to a new master named by the sentinels.
+    pub reconnects: Counter,
+    /// Whether the last call (or the last ping) succeeded.
+    pub up: Arc<AtomicBool>,
+}
+
+impl StoreMetrics {
+    fn new() -> Self {
+        Self {
+            errors: Counter::default(),
+            seconds: Histogram::new(latency_buckets()),
+            reconnects: Counter::default(),
+            up: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "kv_store_errors",
+            "Shared-store calls that failed",
+            self.errors.clone(),
+        );
+        registry.register(
+            "kv_store_call_seconds",
+            "Round-trip time of shared-store calls",
+            self.seconds.clone(),
+        );
+        registry.register(
+            "kv_store_reconnects",
+            "Times the shared store answered again after failing, or a new master was followed",
+            self.reconnects.clone(),
+        );
+    }
+}
+
 fn latency_buckets() -> impl Iterator<Item = f64> {
     [
         0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
@@ -233,6 +276,10 @@ pub struct Metrics {
     /// What [`LOG_DROPPED`] said at the last scrape.
     log_dropped_seen: AtomicU64,
     upstream_families: UpstreamFamilies,
+    store: StoreMetrics,
+    /// Whether a shared store is configured (and so part of readiness).
+    store_watched: bool,
+    store_up: Gauge,
     /// Each route's upstream, for readiness and the endpoint gauges.
     route_upstreams: Vec<(String, Arc<crate::egress::Upstream>)>,
     pub ready: AtomicBool,
@@ -315,7 +362,18 @@ impl Metrics {
         );
         let upstream_families = UpstreamFamilies::default();
         upstream_families.register(&mut registry);
+        let store = StoreMetrics::new();
+        store.register(&mut registry);
+        let store_up = Gauge::default();
+        registry.register(
+            "kv_store_up",
+            "1 while the shared store answers (absent without one)",
+            store_up.clone(),
+        );
         Self {
+            store,
+            store_watched: false,
+            store_up,
             upstream_families,
             route_upstreams: Vec::new(),
             kv_entries,
@@ -340,6 +398,13 @@ impl Metrics {
     /// Exports the embedded store's size.
     pub fn watch_kv(&mut self, kv: Arc<crate::kv::MemoryStore>) {
         self.kv = Some(kv);
+    }
+
+    /// The shared store's metrics (shared handles); readiness now depends
+    /// on the store.
+    pub fn store_metrics(&mut self) -> StoreMetrics {
+        self.store_watched = true;
+        self.store.clone()
     }
 
     /// The upstream metric families (shared handles).
@@ -426,6 +491,10 @@ impl Metrics {
         if let Some(kv) = &self.kv {
             self.kv_entries.set(kv.len() as i64);
         }
+        if self.store_watched {
+            self.store_up
+                .set(self.store.up.load(Ordering::Relaxed) as i64);
+        }
         let mut seen = std::collections::HashSet::new();
         for (_, upstream) in &self.route_upstreams {
             if seen.insert(Arc::as_ptr(upstream)) {
@@ -489,20 +558,24 @@ fn admin_response(path: &str, metrics: &Metrics) -> hyper::Response<Full<Bytes>>
         .expect("static response parts are valid")
 }
 
-/// `/readyz`: ready once the gateway serves, and while every route has an
-/// endpoint that passes its health checks; otherwise 503 naming the routes.
+/// `/readyz`: ready once the gateway serves, while every route has an
+/// endpoint that passes its health checks, and while the shared store (if
+/// any) answers; otherwise 503 naming what is not.
 fn readiness(metrics: &Metrics) -> (u16, &'static str, String) {
     if !metrics.ready.load(Ordering::Relaxed) {
         return (503, "text/plain", "not ready\n".into());
     }
-    let unready = metrics.unready_routes();
-    if unready.is_empty() {
-        return (200, "text/plain", "ready\n".into());
-    }
-    let lines: String = unready
+    let mut lines: String = metrics
+        .unready_routes()
         .iter()
         .map(|r| format!("route {r}: no healthy upstream endpoint\n"))
         .collect();
+    if metrics.store_watched && !metrics.store.up.load(Ordering::Relaxed) {
+        lines.push_str("kv store: unavailable\n");
+    }
+    if lines.is_empty() {
+        return (200, "text/plain", "ready\n".into());
+    }
     (503, "text/plain", format!("not ready\n{lines}"))
 }
 

@@ -19,7 +19,11 @@ use ipnet::IpNet;
 use crate::egress::UpstreamConfig;
 use crate::ingress::tls::TlsSettings;
 
+mod kv;
 mod upstreams;
+
+pub use crate::kv_redis::connect::RedisConfig;
+pub use kv::check_redis_url;
 
 /// A validated gateway configuration.
 #[derive(Debug, Clone)]
@@ -72,24 +76,13 @@ pub struct KvLimits {
     pub simulate_broken_cas: bool,
 }
 
-/// The key-value backend: embedded (default) or a shared Redis server.
-#[derive(Clone)]
+/// The key-value backend: embedded (default) or a shared Redis (one
+/// server, a cluster, or a Sentinel-managed master). Its `Debug` never
+/// prints URLs or credentials.
+#[derive(Clone, Debug)]
 pub enum KvBackendConfig {
     Memory,
-    Redis { url: String, timeout: Duration },
-}
-
-impl fmt::Debug for KvBackendConfig {
-    /// Never prints the URL: it may carry a password.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            KvBackendConfig::Memory => f.write_str("Memory"),
-            KvBackendConfig::Redis { timeout, .. } => f
-                .debug_struct("Redis")
-                .field("timeout", timeout)
-                .finish_non_exhaustive(),
-        }
-    }
+    Redis(RedisConfig),
 }
 
 /// One route: where it matches, what runs, and where admitted requests go.
@@ -278,6 +271,14 @@ struct RawKv {
     idle_expiry_secs: i64,
     backend: String,
     redis_url: Option<String>,
+    /// `single` (default), `cluster` or `sentinel`.
+    mode: Option<String>,
+    /// Cluster seed nodes, or the sentinels' addresses.
+    redis_urls: Vec<String>,
+    master_name: Option<String>,
+    redis_username: Option<String>,
+    redis_password: Option<String>,
+    redis_ca_file: Option<String>,
     redis_timeout_ms: i64,
     simulate_broken_cas: bool,
 }
@@ -289,6 +290,12 @@ impl Default for RawKv {
             idle_expiry_secs: 3_600,
             backend: "memory".into(),
             redis_url: None,
+            mode: None,
+            redis_urls: Vec::new(),
+            master_name: None,
+            redis_username: None,
+            redis_password: None,
+            redis_ca_file: None,
             redis_timeout_ms: DEFAULT_REDIS_TIMEOUT_MS,
             simulate_broken_cas: false,
         }
@@ -400,37 +407,6 @@ impl Validator {
             1
         } else {
             value as u64
-        }
-    }
-
-    fn kv_backend(&mut self, raw: &RawKv, env: &Env) -> KvBackendConfig {
-        let timeout = self.millis("kv.redis_timeout_ms", raw.redis_timeout_ms);
-        match (raw.backend.as_str(), &raw.redis_url) {
-            ("memory", None) => KvBackendConfig::Memory,
-            ("memory", Some(_)) => {
-                self.err("kv.redis_url", "is set but kv.backend is \"memory\"");
-                KvBackendConfig::Memory
-            }
-            ("redis", None) => {
-                self.err("kv.redis_url", "is required when kv.backend is \"redis\"");
-                KvBackendConfig::Memory
-            }
-            ("redis", Some(url)) => {
-                match expand(url, env).and_then(|u| check_redis_url(&u).map(|()| u)) {
-                    Ok(url) => KvBackendConfig::Redis { url, timeout },
-                    Err(e) => {
-                        self.err("kv.redis_url", e);
-                        KvBackendConfig::Memory
-                    }
-                }
-            }
-            (other, _) => {
-                self.err(
-                    "kv.backend",
-                    format_args!("must be \"memory\" or \"redis\" (got \"{other}\")"),
-                );
-                KvBackendConfig::Memory
-            }
         }
     }
 
@@ -559,7 +535,7 @@ impl Validator {
             idle_expiry: Duration::from_secs(
                 self.positive("kv.idle_expiry_secs", raw.kv.idle_expiry_secs),
             ),
-            backend: self.kv_backend(&raw.kv, env),
+            backend: self.kv_backend(&raw.kv, env, base),
             simulate_broken_cas: raw.kv.simulate_broken_cas,
         };
         if kv.simulate_broken_cas && !matches!(kv.backend, KvBackendConfig::Memory) {
@@ -935,19 +911,6 @@ fn expand(value: &str, env: &Env) -> Result<String, String> {
     }
     out.push_str(rest);
     Ok(out)
-}
-
-/// Checks a Redis URL. Errors name only the scheme: the URL may hold a
-/// password.
-pub fn check_redis_url(url: &str) -> Result<(), String> {
-    match url::Url::parse(url) {
-        Ok(u) if u.scheme() == "redis" && u.host_str().is_some() => Ok(()),
-        Ok(u) => Err(format!(
-            "must be redis://host[:port][/db] (scheme `{}` is not supported)",
-            u.scheme()
-        )),
-        Err(_) => Err("is not a valid URL".into()),
-    }
 }
 
 /// Parses an origin URL with the WHATWG parser: scheme and authority only.
