@@ -206,6 +206,12 @@ impl UpstreamFamilies {
     }
 }
 
+impl Default for StoreMetrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 /// The shared store's metrics, handed to the Redis store at startup.
 #[derive(Clone)]
 pub struct StoreMetrics {
@@ -221,7 +227,9 @@ pub struct StoreMetrics {
 }
 
 impl StoreMetrics {
-    fn new() -> Self {
+    /// Fresh, unregistered metrics (a gateway's come from
+    /// [`Metrics::store_metrics`]; benchmarks use these).
+    pub fn new() -> Self {
         Self {
             errors: Counter::default(),
             seconds: Histogram::new(latency_buckets()),
@@ -230,7 +238,7 @@ impl StoreMetrics {
         }
     }
 
-    fn register(&self, registry: &mut Registry) {
+    fn register_in(&self, registry: &mut Registry) {
         registry.register(
             "kv_store_errors",
             "Shared-store calls that failed",
@@ -363,7 +371,7 @@ impl Metrics {
         let upstream_families = UpstreamFamilies::default();
         upstream_families.register(&mut registry);
         let store = StoreMetrics::new();
-        store.register(&mut registry);
+        store.register_in(&mut registry);
         let store_up = Gauge::default();
         registry.register(
             "kv_store_up",
