@@ -94,6 +94,8 @@ fn free_port() -> u16 {
         .port()
 }
 
+/// A route limited to `limit` requests a day (no token comes back within
+/// a test, so anything admitted beyond `limit` is an overshoot).
 fn limited_config(kv: &str, origin: &str, algorithm: &str, limit: u32) -> String {
     config(&format!(
         r#"
@@ -105,7 +107,7 @@ redis_timeout_ms = 500
 [components.rate-limit]
 source = "builtin:rate-limit"
 key_value_stores = ["default"]
-variables = {{ policies = "shared-{algorithm} route {limit}/3600s burst={limit}", algorithm = "{algorithm}" }}
+variables = {{ policies = "shared-{algorithm} route {limit}/86400s burst={limit}", algorithm = "{algorithm}" }}
 
 [[route]]
 name = "limited"
@@ -323,7 +325,10 @@ async fn sentinel_failover_under_load_is_followed_without_a_restart() {
         urls.join(", ")
     );
     let origin = Origin::start().await;
-    const LIMIT: usize = 300;
+    // Large enough that admissions are still going on when the master
+    // dies (about 1,200 requests come before the kill), small enough that
+    // the load reaches it after the failover.
+    const LIMIT: usize = 2000;
     let cfg = limited_config(&kv, &origin.url(), "token-bucket", LIMIT as u32);
     let gateways = [Gateway::start(&cfg), Gateway::start(&cfg)];
 
