@@ -114,7 +114,7 @@ fn invalid_configs_exit_nonzero_naming_the_problem() {
         (
             "redis URL with a foreign scheme",
             with_listen("[kv]\nbackend = \"redis\"\nredis_url = \"http://user:pw@127.0.0.1:6379\"\n[[route]]\norigin = \"http://127.0.0.1:1\"\n"),
-            "kv.redis_url: must be redis://host[:port][/db] (scheme `http` is not supported)",
+            "kv.redis_url: must be redis://host[:port][/db] or rediss:// for TLS (scheme `http` is not supported)",
         ),
         (
             "no routes",

@@ -1,4 +1,4 @@
-//! Properties of the gateway config parser (`host/src/config.rs`) and the
+//! Properties of the gateway config parser (`host/src/config/`) and the
 //! Spin manifest reader (`host/src/manifest.rs`): any text up to 64 KiB,
 //! and documents built from their own keys with values of every type, are
 //! answered with a config or with errors (never a panic, never more than
@@ -52,6 +52,15 @@ fn value() -> impl Strategy<Value = String> {
             Just("\"${MISSING}\""),
             Just("\"memory\""),
             Just("\"redis\""),
+            Just("\"cluster\""),
+            Just("\"sentinel\""),
+            Just("\"api\""),
+            Just("\"least-request\""),
+            Just("\"hash\""),
+            Just("\"header:x-user\""),
+            Just("\"${env:SECRET_TOKEN}\""),
+            Just("{ budget_percent = 150 }"),
+            Just("{ path = \"/healthz\" }"),
             Just("2"),
         ]
         .prop_map(str::to_owned),
@@ -107,6 +116,12 @@ fn gateway_document() -> impl Strategy<Value = String> {
                 "redis_url",
                 "redis_timeout_ms",
                 "simulate_broken_cas",
+                "mode",
+                "redis_urls",
+                "master_name",
+                "redis_username",
+                "redis_password",
+                "redis_ca_file",
             ],
         ),
         table(
@@ -125,12 +140,31 @@ fn gateway_document() -> impl Strategy<Value = String> {
         proptest::collection::vec(
             table(
                 "[[route]]",
-                &["name", "host", "path_prefix", "origin", "middleware"],
+                &[
+                    "name",
+                    "host",
+                    "path_prefix",
+                    "origin",
+                    "upstream",
+                    "retry_non_idempotent",
+                    "middleware",
+                ],
             ),
             0..3,
         ),
+        table(
+            "[upstreams.api]",
+            &[
+                "endpoints",
+                "balance",
+                "hash_on",
+                "retry",
+                "outlier",
+                "health_check",
+            ],
+        ),
     )
-        .prop_map(|(s, l, k, c, v, routes)| [s, l, k, c, v, routes.concat()].concat())
+        .prop_map(|(s, l, k, c, v, routes, u)| [s, l, k, c, v, routes.concat(), u].concat())
 }
 
 fn manifest_document() -> impl Strategy<Value = String> {
