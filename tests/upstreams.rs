@@ -629,7 +629,7 @@ upstream = "rr"
     );
     assert_eq!(lr.errors + rr.errors, 0);
     assert!(
-        lr99 < Duration::from_millis(250),
+        lr99 < Duration::from_millis(500),
         "least-request p99 {lr99:?}"
     );
     assert!(
