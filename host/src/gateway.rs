@@ -29,7 +29,7 @@ use crate::kv_redis::RedisStore;
 use crate::routes::{Matchable, RouteTable};
 use crate::services::RouteServices;
 use crate::store::KvBackend;
-use crate::telemetry::Metrics;
+use crate::telemetry::{Metrics, Watched};
 
 /// The running gateway's shared state.
 pub struct Gateway {
@@ -47,13 +47,14 @@ pub struct Gateway {
 
 impl Gateway {
     /// Starts the background work of a serving gateway: the active health
-    /// checks of every upstream that has them, and the shared store's
-    /// pinger. `tollgate check` does not, so a check contacts no origin.
-    pub fn start_background(&self) {
+    /// checks of every upstream that has them, and (with `pinger`; once
+    /// per store, so not after a reload) the shared store's pinger.
+    /// `tollgate check` starts none, so a check contacts no origin.
+    pub fn start_background(&self, pinger: bool) {
         for upstream in &self.upstreams {
             health_check::spawn(upstream, self.client.clone());
         }
-        if let KvBackend::Redis(r) = &self.kv {
+        if let (true, KvBackend::Redis(r)) = (pinger, &self.kv) {
             r.spawn_pinger();
         }
     }
@@ -115,11 +116,44 @@ pub fn component_bytes(source: &ComponentSource) -> anyhow::Result<Vec<u8>> {
 /// Builds the gateway. Compiles every chain; no request pays for a compile.
 /// Connects to the shared store, when one is configured.
 pub async fn build(config: &Config) -> anyhow::Result<Gateway> {
+    build_with(config, None).await
+}
+
+/// Builds a gateway for a reloaded `config` beside the running
+/// `previous` one: the same metrics and the same key-value store (so
+/// limits and lockouts carry over); everything else is new. The caller
+/// has checked that `[kv]` did not change.
+pub async fn rebuild(config: &Config, previous: &Gateway) -> anyhow::Result<Gateway> {
+    build_with(config, Some(previous)).await
+}
+
+async fn build_with(config: &Config, previous: Option<&Gateway>) -> anyhow::Result<Gateway> {
     let engine = sandbox::engine(&config.limits)?;
     sandbox::start_epoch_ticker(&engine);
     let client = OriginClient::new(&config.limits);
-    let mut metrics = Metrics::new();
-    let kv = match &config.kv.backend {
+    let metrics = previous.map_or_else(|| Arc::new(Metrics::new()), |p| p.metrics.clone());
+    let mut watched = Watched::default();
+    let kv = match (previous, &config.kv.backend) {
+        (Some(p), _) => {
+            match &p.kv {
+                KvBackend::Memory(m) => watched.kv(m.clone()),
+                KvBackend::Redis(_) => watched.store(),
+            }
+            p.kv.clone()
+        }
+        (None, backend) => new_store(config, backend, &metrics, &mut watched).await?,
+    };
+    finish(config, engine, client, metrics, watched, kv).await
+}
+
+/// The key-value store `backend` names, connected.
+async fn new_store(
+    config: &Config,
+    backend: &KvBackendConfig,
+    metrics: &Metrics,
+    watched: &mut Watched,
+) -> anyhow::Result<KvBackend> {
+    Ok(match backend {
         KvBackendConfig::Memory => {
             let mut m = MemoryStore::new(config.kv.max_entries, config.kv.idle_expiry);
             if config.kv.simulate_broken_cas {
@@ -127,10 +161,12 @@ pub async fn build(config: &Config) -> anyhow::Result<Gateway> {
                 m = m.with_broken_cas();
             }
             let m = Arc::new(m);
-            metrics.watch_kv(m.clone());
+            watched.kv(m.clone());
             KvBackend::Memory(m)
         }
-        KvBackendConfig::Redis(redis) => KvBackend::Redis(
+        KvBackendConfig::Redis(redis) => {
+            watched.store();
+            KvBackend::Redis(
             RedisStore::connect(redis, config.kv.idle_expiry, metrics.store_metrics())
                 .await
                 // Never the URL or the cause's text: they may carry a password.
@@ -150,9 +186,20 @@ pub async fn build(config: &Config) -> anyhow::Result<Gateway> {
                     };
                     anyhow::anyhow!("{key}: {why}")
                 })?,
-        ),
-    };
+            )
+        }
+    })
+}
 
+/// The rest of a build, once the store is there: upstreams, chains, routes.
+async fn finish(
+    config: &Config,
+    engine: wasmtime::Engine,
+    client: Arc<OriginClient>,
+    metrics: Arc<Metrics>,
+    mut watched: Watched,
+    kv: KvBackend,
+) -> anyhow::Result<Gateway> {
     let linker = sandbox::linker(&engine, &kv)?;
 
     // One running upstream per name, shared by the routes that use it;
@@ -170,7 +217,7 @@ pub async fn build(config: &Config) -> anyhow::Result<Gateway> {
     for (index, route) in config.routes.iter().enumerate() {
         let upstream = route.upstream.as_ref().map(|u| {
             let up = upstreams[&u.name].clone();
-            metrics.watch_route_upstream(&route.name, up.clone());
+            watched.route_upstream(&route.name, up.clone());
             Arc::new(RouteUpstream::new(
                 &route.name,
                 up,
@@ -237,7 +284,7 @@ pub async fn build(config: &Config) -> anyhow::Result<Gateway> {
                             &config.limits,
                             stats.clone(),
                         )?;
-                        metrics.add_pool(&route.name, &chain.components, stats);
+                        watched.pool(&route.name, &chain.components, stats);
                         Segment::Composed(ChainHandler::new(chain))
                     }
                 };
@@ -264,12 +311,13 @@ pub async fn build(config: &Config) -> anyhow::Result<Gateway> {
         });
     }
 
+    metrics.set_watched(watched);
     Ok(Gateway {
         routes: RouteTable::new(routes),
         limits: config.limits.clone(),
         trusted_proxies: config.trusted_proxies.clone(),
         shutdown_timeout: config.shutdown_timeout,
-        metrics: Arc::new(metrics),
+        metrics,
         client,
         admission: Arc::new(Semaphore::new(config.limits.max_instances as usize)),
         kv,

@@ -19,6 +19,7 @@ pub mod kv;
 pub mod kv_redis;
 pub mod manifest;
 pub mod problem;
+pub mod reload;
 pub mod routes;
 pub mod runtime_config;
 pub mod services;

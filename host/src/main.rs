@@ -121,7 +121,7 @@ fn main() -> ExitCode {
                         None => Ok(c),
                     }
                 });
-            serve_loaded(&runtime, loaded, false)
+            serve_loaded(&runtime, loaded, false, None)
         }
         Command::DemoOrigin {
             listen,
@@ -146,7 +146,8 @@ fn main() -> ExitCode {
                     &config::Env::process(),
                 ),
             };
-            serve_loaded(&runtime, loaded, demo)
+            // A config file is reloaded on SIGHUP; the bundled one is not.
+            serve_loaded(&runtime, loaded, demo, config)
         }
     }
 }
@@ -183,6 +184,7 @@ fn serve_loaded(
     runtime: &tokio::runtime::Runtime,
     loaded: Result<config::Config, config::ConfigErrors>,
     demo: bool,
+    reload_from: Option<PathBuf>,
 ) -> ExitCode {
     let cfg = match loaded {
         Ok(c) => c,
@@ -191,7 +193,7 @@ fn serve_loaded(
             return ExitCode::from(2);
         }
     };
-    match runtime.block_on(run(cfg, demo)) {
+    match runtime.block_on(run(cfg, demo, reload_from)) {
         Ok(()) => ExitCode::SUCCESS,
         // A component that refused its variables is a configuration error.
         Err(e) if e.downcast_ref::<gateway::ComponentConfigError>().is_some() => {
@@ -205,9 +207,9 @@ fn serve_loaded(
     }
 }
 
-async fn run(cfg: config::Config, demo: bool) -> anyhow::Result<()> {
+async fn run(cfg: config::Config, demo: bool, reload_from: Option<PathBuf>) -> anyhow::Result<()> {
     let gateway = Arc::new(gateway::build(&cfg).await?);
-    gateway.start_background();
+    gateway.start_background(true);
     if demo {
         let addr: SocketAddr = DEMO_ORIGIN.parse().expect("valid address");
         tokio::spawn(async move {
@@ -261,7 +263,11 @@ async fn run(cfg: config::Config, demo: bool) -> anyhow::Result<()> {
         let _ = tx.send(true);
     });
     gateway.metrics.ready.store(true, Ordering::Relaxed);
-    ingress::serve(gateway, listeners, rx).await;
+    let live: ingress::Live = Arc::new(arc_swap::ArcSwap::new(gateway));
+    if let Some(path) = reload_from {
+        tollgate::reload::Reloader::new(path, live.clone(), cfg).on_sighup();
+    }
+    ingress::serve(live, listeners, rx).await;
     Ok(())
 }
 

@@ -32,6 +32,15 @@ impl<R: Matchable> RouteTable<R> {
         Self { routes }
     }
 
+    /// How many routes there are.
+    pub fn len(&self) -> usize {
+        self.routes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.routes.is_empty()
+    }
+
     /// The route for `host` (which may carry a `:port`) and `path`.
     pub fn find(&self, host: &str, path: &str) -> Option<&R> {
         let bare = strip_port(host);

@@ -272,25 +272,62 @@ pub struct Metrics {
     duration: Family<RouteLabel, Histogram>,
     chain: Family<ChainLabel, Histogram>,
     component: Family<ComponentLabel, Histogram>,
-    pools: Vec<(ChainLabel, Arc<PoolStats>)>,
+    /// What the running configuration's pieces report at each scrape;
+    /// replaced whole when a reload swaps the configuration.
+    watched: arc_swap::ArcSwap<Watched>,
     instances_created: Family<ChainLabel, Gauge>,
     instances_dropped: Family<ChainLabel, Gauge>,
     instances_live: Family<ChainLabel, Gauge>,
     instantiate_failures: Family<ChainLabel, Gauge>,
     in_flight: Gauge,
     kv_entries: Gauge,
-    kv: Option<Arc<crate::kv::MemoryStore>>,
     log_dropped: Counter,
     /// What [`LOG_DROPPED`] said at the last scrape.
     log_dropped_seen: AtomicU64,
     upstream_families: UpstreamFamilies,
     store: StoreMetrics,
-    /// Whether a shared store is configured (and so part of readiness).
-    store_watched: bool,
     store_up: Gauge,
+    pub ready: AtomicBool,
+}
+
+/// The live pieces of one configuration that metrics and readiness read:
+/// gathered while a gateway is built, installed when it starts serving.
+#[derive(Default)]
+pub struct Watched {
+    pools: Vec<(ChainLabel, Arc<PoolStats>)>,
+    kv: Option<Arc<crate::kv::MemoryStore>>,
+    /// Whether a shared store is configured (and so part of readiness).
+    store: bool,
     /// Each route's upstream, for readiness and the endpoint gauges.
     route_upstreams: Vec<(String, Arc<crate::egress::Upstream>)>,
-    pub ready: AtomicBool,
+}
+
+impl Watched {
+    /// Exports the embedded store's size.
+    pub fn kv(&mut self, kv: Arc<crate::kv::MemoryStore>) {
+        self.kv = Some(kv);
+    }
+
+    /// Makes readiness depend on the shared store.
+    pub fn store(&mut self) {
+        self.store = true;
+    }
+
+    /// Watches a route's upstream: for `/readyz`, and the endpoint gauges.
+    pub fn route_upstream(&mut self, route: &str, upstream: Arc<crate::egress::Upstream>) {
+        self.route_upstreams.push((route.into(), upstream));
+    }
+
+    /// Registers a chain's pool so its counters are exported.
+    pub fn pool(&mut self, route: &str, components: &str, stats: Arc<PoolStats>) {
+        self.pools.push((
+            ChainLabel {
+                route: route.into(),
+                components: components.into(),
+            },
+            stats,
+        ));
+    }
 }
 
 impl Metrics {
@@ -380,12 +417,9 @@ impl Metrics {
         );
         Self {
             store,
-            store_watched: false,
             store_up,
             upstream_families,
-            route_upstreams: Vec::new(),
             kv_entries,
-            kv: None,
             log_dropped,
             log_dropped_seen: AtomicU64::new(0),
             registry,
@@ -393,7 +427,7 @@ impl Metrics {
             duration,
             chain,
             component,
-            pools: Vec::new(),
+            watched: Default::default(),
             instances_created,
             instances_dropped,
             instances_live,
@@ -403,15 +437,8 @@ impl Metrics {
         }
     }
 
-    /// Exports the embedded store's size.
-    pub fn watch_kv(&mut self, kv: Arc<crate::kv::MemoryStore>) {
-        self.kv = Some(kv);
-    }
-
-    /// The shared store's metrics (shared handles); readiness now depends
-    /// on the store.
-    pub fn store_metrics(&mut self) -> StoreMetrics {
-        self.store_watched = true;
+    /// The shared store's metrics (shared handles, kept across reloads).
+    pub fn store_metrics(&self) -> StoreMetrics {
         self.store.clone()
     }
 
@@ -420,29 +447,20 @@ impl Metrics {
         self.upstream_families.clone()
     }
 
-    /// Watches a route's upstream: for `/readyz`, and the endpoint gauges.
-    pub fn watch_route_upstream(&mut self, route: &str, upstream: Arc<crate::egress::Upstream>) {
-        self.route_upstreams.push((route.into(), upstream));
+    /// Installs what the now-running configuration reports.
+    pub fn set_watched(&self, watched: Watched) {
+        self.watched.store(Arc::new(watched));
     }
 
     /// Routes none of whose endpoints passes its health checks.
-    pub fn unready_routes(&self) -> Vec<&str> {
-        self.route_upstreams
+    pub fn unready_routes(&self) -> Vec<String> {
+        self.watched
+            .load()
+            .route_upstreams
             .iter()
             .filter(|(_, u)| !u.any_healthy())
-            .map(|(r, _)| r.as_str())
+            .map(|(r, _)| r.clone())
             .collect()
-    }
-
-    /// Registers a chain's pool so its counters are exported.
-    pub fn add_pool(&mut self, route: &str, components: &str, stats: Arc<PoolStats>) {
-        self.pools.push((
-            ChainLabel {
-                route: route.into(),
-                components: components.into(),
-            },
-            stats,
-        ));
     }
 
     pub fn request_started(&self) {
@@ -484,7 +502,8 @@ impl Metrics {
 
     /// The text exposition format.
     pub fn encode(&self) -> String {
-        for (label, stats) in &self.pools {
+        let watched = self.watched.load();
+        for (label, stats) in &watched.pools {
             let created = stats.instantiated.load(Ordering::Relaxed) as i64;
             let dropped = stats.dropped.load(Ordering::Relaxed) as i64;
             self.instances_created.get_or_create(label).set(created);
@@ -496,15 +515,15 @@ impl Metrics {
                 .get_or_create(label)
                 .set(stats.failed.load(Ordering::Relaxed) as i64);
         }
-        if let Some(kv) = &self.kv {
+        if let Some(kv) = &watched.kv {
             self.kv_entries.set(kv.len() as i64);
         }
-        if self.store_watched {
+        if watched.store {
             self.store_up
                 .set(self.store.up.load(Ordering::Relaxed) as i64);
         }
         let mut seen = std::collections::HashSet::new();
-        for (_, upstream) in &self.route_upstreams {
+        for (_, upstream) in &watched.route_upstreams {
             if seen.insert(Arc::as_ptr(upstream)) {
                 self.upstream_families.refresh(upstream);
             }
@@ -578,7 +597,7 @@ fn readiness(metrics: &Metrics) -> (u16, &'static str, String) {
         .iter()
         .map(|r| format!("route {r}: no healthy upstream endpoint\n"))
         .collect();
-    if metrics.store_watched && !metrics.store.up.load(Ordering::Relaxed) {
+    if metrics.watched.load().store && !metrics.store.up.load(Ordering::Relaxed) {
         lines.push_str("kv store: unavailable\n");
     }
     if lines.is_empty() {

@@ -66,7 +66,7 @@ pub struct Limits {
 pub const DEFAULT_REDIS_TIMEOUT_MS: i64 = 250;
 
 /// Where component state lives, and its bounds.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct KvLimits {
     pub max_entries: usize,
     pub idle_expiry: Duration,
@@ -79,7 +79,7 @@ pub struct KvLimits {
 /// The key-value backend: embedded (default) or a shared Redis (one
 /// server, a cluster, or a Sentinel-managed master). Its `Debug` never
 /// prints URLs or credentials.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub enum KvBackendConfig {
     Memory,
     Redis(RedisConfig),

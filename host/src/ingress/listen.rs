@@ -42,13 +42,13 @@ pub struct Listener {
     pub tls: Option<TlsAcceptor>,
 }
 
+/// The running gateway, swapped whole by a reload: each request takes the
+/// one current when it arrives and keeps it to the end.
+pub type Live = Arc<arc_swap::ArcSwap<Gateway>>;
+
 /// Serves `listeners` until `shutdown` flips, then drains in-flight
 /// requests for up to the configured grace period.
-pub async fn serve(
-    gateway: Arc<Gateway>,
-    listeners: Vec<Listener>,
-    mut shutdown: watch::Receiver<bool>,
-) {
+pub async fn serve(live: Live, listeners: Vec<Listener>, mut shutdown: watch::Receiver<bool>) {
     let graceful = GracefulShutdown::new();
     type Accepted = (TcpStream, SocketAddr, Option<TlsAcceptor>);
     let (conn_tx, mut conn_rx) = tokio::sync::mpsc::channel::<Accepted>(1024);
@@ -73,18 +73,20 @@ pub async fn serve(
     }
     drop(conn_tx);
 
-    let builder = connection_builder(&gateway.limits);
+    // Connection-level limits are set at startup; a reload changes the
+    // per-request checks (in `request.rs`), not hyper's own buffers.
+    let builder = connection_builder(&live.load().limits);
     loop {
         tokio::select! {
             conn = conn_rx.recv() => {
                 let Some((stream, peer, tls)) = conn else { break };
                 let _ = stream.set_nodelay(true);
-                let gw = gateway.clone();
+                let live = live.clone();
                 let scheme = if tls.is_some() { Scheme::HTTPS } else { Scheme::HTTP };
                 let svc = tower::ServiceBuilder::new()
                     .map_response(compression::boxed)
                     .layer(compression::layer())
-                    .service(Ingress { gw, peer, scheme });
+                    .service(Ingress { live, peer, scheme });
                 let svc = TowerToHyperService::new(svc);
                 // TLS handshakes run on the connection's own task, so a
                 // slow client never holds up accepting.
@@ -120,6 +122,7 @@ pub async fn serve(
         let _ = t.await;
     }
     drop(conn_rx);
+    let gateway = live.load_full();
     gateway
         .metrics
         .ready
@@ -135,7 +138,7 @@ pub async fn serve(
 /// compression layer can wrap it.
 #[derive(Clone)]
 struct Ingress {
-    gw: Arc<Gateway>,
+    live: Live,
     peer: SocketAddr,
     scheme: Scheme,
 }
@@ -154,7 +157,7 @@ impl tower::Service<Request<Incoming>> for Ingress {
     }
 
     fn call(&mut self, req: Request<Incoming>) -> Self::Future {
-        let (gw, peer, scheme) = (self.gw.clone(), self.peer, self.scheme.clone());
+        let (gw, peer, scheme) = (self.live.load_full(), self.peer, self.scheme.clone());
         Box::pin(async move { Ok(handle(gw, peer, scheme, req).await) })
     }
 }

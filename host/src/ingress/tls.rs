@@ -28,7 +28,7 @@ use tokio_rustls::server::TlsStream;
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// `[server.tls]`, validated.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct TlsSettings {
     /// The addresses that speak TLS.
     pub listen: Vec<std::net::SocketAddr>,

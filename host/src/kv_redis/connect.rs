@@ -24,7 +24,7 @@ use redis::sentinel::{SentinelClient, SentinelClientBuilder, SentinelServerType}
 use redis::{IntoConnectionInfo, RedisResult, TlsCertificates, TlsMode};
 
 /// Where the shared store is, and how to talk to it.
-#[derive(Clone)]
+#[derive(Clone, PartialEq)]
 pub struct RedisConfig {
     pub topology: Topology,
     /// Connect and per-command timeout.
@@ -69,7 +69,7 @@ impl std::fmt::Debug for RedisConfig {
 }
 
 /// How the Redis deployment is laid out.
-#[derive(Clone)]
+#[derive(Clone, PartialEq)]
 pub enum Topology {
     Single(String),
     /// Seed nodes of a Redis Cluster.
