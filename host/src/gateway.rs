@@ -43,6 +43,60 @@ pub struct Gateway {
     pub kv: KvBackend,
     /// Every running upstream (their health checks start with serving).
     pub upstreams: Vec<Arc<Upstream>>,
+    /// Each configured component, as the admin API shows it.
+    pub components: Vec<ComponentSummary>,
+}
+
+/// A component as the admin API shows it: where it comes from, what its
+/// bytes hash to, which contracts it exports, and its variables with
+/// secret-looking values redacted.
+#[derive(Debug, Clone)]
+pub struct ComponentSummary {
+    pub name: String,
+    pub source: String,
+    pub sha256: String,
+    pub filter: bool,
+    pub variables: std::collections::BTreeMap<String, String>,
+}
+
+/// Whether a variable's name says it holds a secret.
+pub fn is_secret_name(name: &str) -> bool {
+    ["secret", "password", "token", "key", "credential"]
+        .iter()
+        .any(|w| name.contains(w))
+}
+
+fn summaries(config: &Config) -> anyhow::Result<Vec<ComponentSummary>> {
+    use sha2::Digest;
+    let mut out = Vec::new();
+    for c in &config.components {
+        let bytes = component_bytes(&c.source)?;
+        let filter = compose::exports(&c.name, &bytes)
+            .map(|e| e.iter().any(|x| x == FILTER))
+            .unwrap_or(false);
+        out.push(ComponentSummary {
+            name: c.name.clone(),
+            source: match &c.source {
+                ComponentSource::Builtin(b) => format!("builtin:{b}"),
+                ComponentSource::File(p) => p.display().to_string(),
+            },
+            sha256: hex::encode(sha2::Sha256::digest(&bytes)),
+            filter,
+            variables: c
+                .variables
+                .iter()
+                .map(|(k, v)| {
+                    let shown = if is_secret_name(k) {
+                        "[redacted]".to_owned()
+                    } else {
+                        v.clone()
+                    };
+                    (k.clone(), shown)
+                })
+                .collect(),
+        });
+    }
+    Ok(out)
 }
 
 impl Gateway {
@@ -74,6 +128,10 @@ pub struct RouteRuntime {
     pub allow_trace: bool,
     /// Whether its responses may be compressed.
     pub compression: bool,
+    /// Its middleware names, in order (for the admin API).
+    pub middleware: Vec<String>,
+    /// Its answers by status class (for the admin API).
+    pub counts: Arc<crate::telemetry::RouteCounts>,
 }
 
 impl Matchable for RouteRuntime {
@@ -308,6 +366,8 @@ async fn finish(
             chain,
             allow_trace: route.allow_trace,
             compression: route.compression,
+            middleware: route.middleware.iter().map(|m| m.name.clone()).collect(),
+            counts: metrics.route_counts(&route.name),
         });
     }
 
@@ -322,6 +382,7 @@ async fn finish(
         admission: Arc::new(Semaphore::new(config.limits.max_instances as usize)),
         kv,
         upstreams: upstreams.into_values().collect(),
+        components: summaries(config)?,
     })
 }
 

@@ -8,6 +8,7 @@
 //! services for components are in [`services`] over [`kv`]; configuration
 //! in [`config`] and [`manifest`]; logs and metrics in [`telemetry`].
 
+pub mod admin;
 pub mod builtin;
 pub mod chain;
 pub mod config;

@@ -242,10 +242,7 @@ async fn run(cfg: config::Config, demo: bool, reload_from: Option<PathBuf>) -> a
             });
         }
     }
-    if let Some(admin) = telemetry::bind_admin(cfg.admin_listen).await? {
-        tracing::info!(addr = %admin.local_addr()?, "admin listening");
-        tokio::spawn(telemetry::serve_admin(admin, gateway.metrics.clone()));
-    }
+    let admin_listener = telemetry::bind_admin(cfg.admin_listen).await?;
     if let KvBackend::Memory(kv) = gateway.kv.clone() {
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(std::time::Duration::from_secs(30));
@@ -263,9 +260,23 @@ async fn run(cfg: config::Config, demo: bool, reload_from: Option<PathBuf>) -> a
         let _ = tx.send(true);
     });
     gateway.metrics.ready.store(true, Ordering::Relaxed);
+    let metrics = gateway.metrics.clone();
     let live: ingress::Live = Arc::new(arc_swap::ArcSwap::new(gateway));
-    if let Some(path) = reload_from {
-        tollgate::reload::Reloader::new(path, live.clone(), cfg).on_sighup();
+    let guard = tollgate::admin::auth::Guard::new(cfg.admin_token.as_ref().map(|t| t.0.as_str()));
+    let reloader = reload_from.map(|path| {
+        let r = tollgate::reload::Reloader::new(path, live.clone(), cfg);
+        r.on_sighup();
+        r
+    });
+    if let Some(listener) = admin_listener {
+        tracing::info!(addr = %listener.local_addr()?, "admin listening");
+        let admin = tollgate::admin::Admin {
+            live: live.clone(),
+            metrics,
+            reloader,
+            guard,
+        };
+        tokio::spawn(tollgate::admin::serve(listener, Arc::new(admin)));
     }
     ingress::serve(live, listeners, rx).await;
     Ok(())

@@ -93,6 +93,9 @@ fn fixed_changes(old: &Config, new: &Config) -> Vec<String> {
     if old.admin_listen != new.admin_listen {
         out.push(format!("server.admin_listen: {restart}"));
     }
+    if old.admin_token != new.admin_token {
+        out.push(format!("server.admin_token: {restart}"));
+    }
     if old.tls != new.tls {
         out.push(format!("server.tls: {restart}"));
     }

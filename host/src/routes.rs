@@ -32,6 +32,11 @@ impl<R: Matchable> RouteTable<R> {
         Self { routes }
     }
 
+    /// The routes, in match order.
+    pub fn iter(&self) -> impl Iterator<Item = &R> {
+        self.routes.iter()
+    }
+
     /// How many routes there are.
     pub fn len(&self) -> usize {
         self.routes.len()

@@ -1,6 +1,7 @@
 //! Logs and metrics: JSON structured logging through `tracing`, the
-//! Prometheus registry (upstream families included), and the admin
-//! listener that serves `/metrics`, `/healthz` and `/readyz`.
+//! Prometheus registry (upstream and store families included), and what
+//! the admin listener ([`crate::admin`]) answers on `/metrics`,
+//! `/healthz` and `/readyz`.
 //!
 //! Request logs carry ids, routes, statuses and durations, never header
 //! values: nothing here ever sees `Authorization`, cookies or API keys.
@@ -10,10 +11,6 @@ use std::sync::Arc;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-use bytes::Bytes;
-use http_body_util::Full;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -287,7 +284,32 @@ pub struct Metrics {
     upstream_families: UpstreamFamilies,
     store: StoreMetrics,
     store_up: Gauge,
+    route_counts: std::sync::Mutex<std::collections::HashMap<String, Arc<RouteCounts>>>,
     pub ready: AtomicBool,
+}
+
+/// Answers on one route by status class, for the admin API (kept across
+/// reloads: a route keeps its counts while its name stays).
+#[derive(Default, Debug)]
+pub struct RouteCounts {
+    pub total: AtomicU64,
+    pub ok: AtomicU64,
+    pub client_error: AtomicU64,
+    pub limited: AtomicU64,
+    pub server_error: AtomicU64,
+}
+
+impl RouteCounts {
+    pub fn record(&self, status: u16) {
+        self.total.fetch_add(1, Ordering::Relaxed);
+        let class = match status {
+            429 => &self.limited,
+            200..=399 => &self.ok,
+            400..=499 => &self.client_error,
+            _ => &self.server_error,
+        };
+        class.fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 /// The live pieces of one configuration that metrics and readiness read:
@@ -418,6 +440,7 @@ impl Metrics {
         Self {
             store,
             store_up,
+            route_counts: Default::default(),
             upstream_families,
             kv_entries,
             log_dropped,
@@ -445,6 +468,16 @@ impl Metrics {
     /// The upstream metric families (shared handles).
     pub fn upstream_families(&self) -> UpstreamFamilies {
         self.upstream_families.clone()
+    }
+
+    /// The answer counts of route `name` (the same ones across reloads).
+    pub fn route_counts(&self, name: &str) -> Arc<RouteCounts> {
+        self.route_counts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(name.to_owned())
+            .or_default()
+            .clone()
     }
 
     /// Installs what the now-running configuration reports.
@@ -546,29 +579,10 @@ impl Default for Metrics {
     }
 }
 
-/// Serves the admin endpoints until the process exits.
-pub async fn serve_admin(listener: TcpListener, metrics: Arc<Metrics>) {
-    loop {
-        let Ok((stream, _)) = listener.accept().await else {
-            continue;
-        };
-        let metrics = metrics.clone();
-        tokio::spawn(async move {
-            let svc = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-                let metrics = metrics.clone();
-                async move {
-                    Ok::<_, std::convert::Infallible>(admin_response(req.uri().path(), &metrics))
-                }
-            });
-            let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                .serve_connection(TokioIo::new(stream), svc)
-                .await;
-        });
-    }
-}
-
-fn admin_response(path: &str, metrics: &Metrics) -> hyper::Response<Full<Bytes>> {
-    let (status, content_type, body) = match path {
+/// `/metrics`, `/healthz` and `/readyz` (`None` path: 404), for the admin
+/// listener ([`crate::admin`]).
+pub fn ops_response(path: &str, metrics: &Metrics) -> (u16, &'static str, String) {
+    match path {
         "/metrics" => (
             200,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
@@ -577,12 +591,7 @@ fn admin_response(path: &str, metrics: &Metrics) -> hyper::Response<Full<Bytes>>
         "/healthz" => (200, "text/plain", "ok\n".to_string()),
         "/readyz" => readiness(metrics),
         _ => (404, "text/plain", "not found\n".into()),
-    };
-    hyper::Response::builder()
-        .status(status)
-        .header("content-type", content_type)
-        .body(Full::new(Bytes::from(body)))
-        .expect("static response parts are valid")
+    }
 }
 
 /// `/readyz`: ready once the gateway serves, while every route has an

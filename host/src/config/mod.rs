@@ -32,6 +32,9 @@ pub struct Config {
     /// `[server.tls]`: the TLS listeners and their certificate.
     pub tls: Option<TlsSettings>,
     pub admin_listen: Option<SocketAddr>,
+    /// The admin API's bearer token (`server.admin_token`, from the
+    /// environment); `None` leaves the API closed.
+    pub admin_token: Option<Secret>,
     pub trusted_proxies: Vec<IpNet>,
     pub shutdown_timeout: Duration,
     /// Where compiled chains are cached; `None` disables the cache.
@@ -42,6 +45,26 @@ pub struct Config {
     pub limits: Limits,
     pub kv: KvLimits,
     pub routes: Vec<Route>,
+    /// `[components.NAME]`, as configured (for the admin API).
+    pub components: Vec<ComponentInfo>,
+}
+
+/// A component as configured: its source and its own variables.
+#[derive(Debug, Clone)]
+pub struct ComponentInfo {
+    pub name: String,
+    pub source: ComponentSource,
+    pub variables: BTreeMap<String, String>,
+}
+
+/// A secret value: compared, never printed.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(pub String);
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(..)")
+    }
 }
 
 /// Resource limits, all strictly positive.
@@ -190,6 +213,7 @@ struct RawServer {
     #[serde(default = "default_listen")]
     listen: Vec<String>,
     admin_listen: Option<String>,
+    admin_token: Option<String>,
     #[serde(default)]
     trusted_proxies: Vec<String>,
     #[serde(default = "default_shutdown_ms")]
@@ -215,6 +239,7 @@ impl Default for RawServer {
         Self {
             listen: default_listen(),
             admin_listen: None,
+            admin_token: None,
             trusted_proxies: Vec::new(),
             shutdown_timeout_ms: default_shutdown_ms(),
             cache_dir: None,
@@ -460,6 +485,20 @@ impl Validator {
                 "must differ from every server.listen and server.tls.listen address",
             );
         }
+        let admin_token = raw
+            .server
+            .admin_token
+            .as_deref()
+            .and_then(|t| self.admin_token(t, env));
+        if let Some(admin) = admin_listen
+            && !admin.ip().is_loopback()
+            && admin_token.is_none()
+        {
+            self.err(
+                "server.admin_token",
+                "is required when server.admin_listen is not a loopback address",
+            );
+        }
         let trusted_proxies = raw
             .server
             .trusted_proxies
@@ -543,6 +582,14 @@ impl Validator {
         }
 
         let components = self.components(&raw.components, base, env);
+        let component_list = components
+            .iter()
+            .map(|(name, c)| ComponentInfo {
+                name: name.clone(),
+                source: c.source.clone(),
+                variables: c.variables.clone(),
+            })
+            .collect();
         let upstreams = self.upstreams(&raw.upstreams);
         let routes = self.routes(&raw.routes, &components, &upstreams, &raw.upstreams);
         if raw.routes.is_empty() {
@@ -559,6 +606,34 @@ impl Validator {
             limits,
             kv,
             routes,
+            admin_token,
+            components: component_list,
+        }
+    }
+
+    /// `server.admin_token`: only from the environment, and long enough
+    /// not to be guessed.
+    fn admin_token(&mut self, value: &str, env: &Env) -> Option<Secret> {
+        let key = "server.admin_token";
+        let whole_reference =
+            value.starts_with("${env:") && value.ends_with('}') && value.matches("${").count() == 1;
+        if !whole_reference {
+            self.err(
+                key,
+                "must be an ${env:NAME} reference: a token is never written in the file",
+            );
+            return None;
+        }
+        match expand(value, env) {
+            Ok(t) if t.len() >= 16 => Some(Secret(t)),
+            Ok(_) => {
+                self.err(key, "must be at least 16 characters long");
+                None
+            }
+            Err(e) => {
+                self.err(key, e);
+                None
+            }
         }
     }
 

@@ -1,0 +1,300 @@
+//! The admin API v1 against the real binary: the bearer token and the
+//! lockout after wrong ones, paginated camelCase lists, RFC 9457 errors,
+//! redacted variables, reload through the API, the generated OpenAPI 3.1
+//! document, and the startup rules for the admin listener.
+
+mod common;
+
+use std::process::Command;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+
+use common::*;
+
+const TOKEN: &str = "test-admin-token-0123456789";
+
+fn admin_config(origin: &str, policy: &str) -> String {
+    config(&format!(
+        r#"
+[server]
+admin_token = "${{env:TG_ADMIN_TOKEN}}"
+
+[components.headers]
+source = "builtin:headers"
+variables = {{ referrer_policy = "{policy}" }}
+
+[components.auth]
+source = "builtin:auth"
+key_value_stores = ["default"]
+variables = {{ api_keys = "svc:0000000000000000000000000000000000000000000000000000000000000000" }}
+
+[[route]]
+name = "web"
+origin = "{origin}"
+middleware = ["headers"]
+
+[[route]]
+name = "api"
+path_prefix = "/api"
+origin = "{origin}"
+middleware = ["headers", "auth"]
+"#
+    ))
+    // `config()` opens a [server] table of its own: merge the two.
+    .replacen("\n[server]\nadmin_token", "\nadmin_token", 1)
+}
+
+async fn api(c: &HttpClient, gw: &Gateway, method: &str, path: &str, token: Option<&str>) -> Reply {
+    let mut req = http::Request::builder()
+        .method(method)
+        .uri(format!("http://{}{path}", gw.admin.unwrap()));
+    if let Some(t) = token {
+        req = req.header("authorization", format!("Bearer {t}"));
+    }
+    send(c, req.body(Full::<Bytes>::default()).unwrap()).await
+}
+
+fn json(r: &Reply) -> serde_json::Value {
+    serde_json::from_str(&r.body).unwrap_or_else(|e| panic!("{e}: {}", r.body))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_api_lists_pages_redacts_reloads_and_documents_itself() {
+    let origin = Origin::start().await;
+    let gw = Gateway::start_with(
+        &admin_config(&origin.url(), "no-referrer"),
+        &[("TG_ADMIN_TOKEN", TOKEN)],
+    );
+    let c = client();
+    for _ in 0..3 {
+        get(&c, &gw.url("/")).await;
+    }
+    get(&c, &gw.url("/api/x")).await; // 401 from auth
+
+    // Open endpoints stay open.
+    assert_eq!(api(&c, &gw, "GET", "/healthz", None).await.status, 200);
+    assert_eq!(api(&c, &gw, "GET", "/metrics", None).await.status, 200);
+
+    let r = api(&c, &gw, "GET", "/api/v1/routes", Some(TOKEN)).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let v = json(&r);
+    assert_eq!(v["total"], 2);
+    assert_eq!(v["page"], 1);
+    assert_eq!(v["totalPages"], 1);
+    assert_eq!(v["data"][0]["name"], "api", "sorted by name");
+    assert_eq!(v["data"][0]["pathPrefix"], "/api");
+    assert_eq!(
+        v["data"][0]["chain"],
+        serde_json::json!(["headers", "auth"])
+    );
+    assert_eq!(v["data"][0]["requests"]["clientError"], 1);
+    assert_eq!(v["data"][1]["requests"]["ok"], 3);
+    assert_eq!(
+        v["data"][1]["upstream"]["endpoints"][0]["url"],
+        origin.url()
+    );
+
+    let r = api(
+        &c,
+        &gw,
+        "GET",
+        "/api/v1/routes?limit=1&page=2&sortBy=requests&sortOrder=desc",
+        Some(TOKEN),
+    )
+    .await;
+    let v = json(&r);
+    assert_eq!(
+        (v["total"].clone(), v["totalPages"].clone()),
+        (2.into(), 2.into())
+    );
+    assert_eq!(
+        v["data"][0]["name"], "api",
+        "fewer requests, second when descending"
+    );
+    let r = api(&c, &gw, "GET", "/api/v1/routes?page=7", Some(TOKEN)).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        json(&r)["data"],
+        serde_json::json!([]),
+        "an empty page is an empty list"
+    );
+    let r = api(&c, &gw, "GET", "/api/v1/routes?sortBy=colour", Some(TOKEN)).await;
+    assert_eq!(r.status, 400);
+    assert_eq!(r.header("content-type"), Some("application/problem+json"));
+    assert!(
+        json(&r)["detail"].as_str().unwrap().starts_with("sortBy:"),
+        "{}",
+        r.body
+    );
+
+    let r = api(&c, &gw, "GET", "/api/v1/routes/web", Some(TOKEN)).await;
+    assert_eq!(json(&r)["name"], "web");
+    let r = api(&c, &gw, "GET", "/api/v1/routes/nope", Some(TOKEN)).await;
+    assert_eq!(r.status, 404);
+    assert_eq!(json(&r)["status"], 404);
+
+    let r = api(&c, &gw, "GET", "/api/v1/components", Some(TOKEN)).await;
+    let v = json(&r);
+    assert_eq!(v["total"], 2);
+    let auth = &v["data"][0];
+    assert_eq!(auth["name"], "auth");
+    assert_eq!(auth["source"], "builtin:auth");
+    assert_eq!(auth["variables"]["api_keys"], "[redacted]");
+    assert!(!r.body.contains("svc:0000"), "a secret leaked: {}", r.body);
+    assert_eq!(auth["sha256"].as_str().unwrap().len(), 64);
+    assert!(
+        auth["capabilities"]
+            .as_array()
+            .unwrap()
+            .contains(&"filter".into())
+    );
+    assert_eq!(v["data"][1]["variables"]["referrer_policy"], "no-referrer");
+
+    // Reload through the API: a valid change is applied ...
+    let path = gw.dir.path().join("tollgate.toml");
+    std::fs::write(&path, admin_config(&origin.url(), "same-origin")).unwrap();
+    let r = api(&c, &gw, "POST", "/api/v1/reload", Some(TOKEN)).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(json(&r)["reloaded"], true);
+    assert_eq!(
+        get(&c, &gw.url("/")).await.header("referrer-policy"),
+        Some("same-origin")
+    );
+    // ... an invalid one is answered with its errors and changes nothing.
+    std::fs::write(
+        &path,
+        admin_config(&origin.url(), "same-origin").replace("builtin:auth", "builtin:nope"),
+    )
+    .unwrap();
+    let r = api(&c, &gw, "POST", "/api/v1/reload", Some(TOKEN)).await;
+    assert_eq!(r.status, 422, "{}", r.body);
+    let errors = json(&r)["errors"].clone();
+    assert!(
+        errors.to_string().contains("components.auth.source"),
+        "{errors}"
+    );
+    assert_eq!(
+        get(&c, &gw.url("/")).await.header("referrer-policy"),
+        Some("same-origin")
+    );
+    assert_eq!(
+        api(&c, &gw, "GET", "/api/v1/reload", Some(TOKEN))
+            .await
+            .status,
+        405
+    );
+
+    let r = api(&c, &gw, "GET", "/api/v1/openapi.json", Some(TOKEN)).await;
+    let doc = json(&r);
+    assert!(
+        doc["openapi"].as_str().unwrap().starts_with("3.1"),
+        "{}",
+        doc["openapi"]
+    );
+    for p in [
+        "/api/v1/routes",
+        "/api/v1/routes/{name}",
+        "/api/v1/components",
+        "/api/v1/reload",
+    ] {
+        assert!(
+            doc["paths"].get(p).is_some(),
+            "{p} missing from the document"
+        );
+    }
+    assert!(doc["components"]["schemas"].get("RouteView").is_some());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn wrong_tokens_are_refused_and_lock_the_address_out() {
+    let origin = Origin::start().await;
+    let gw = Gateway::start_with(
+        &admin_config(&origin.url(), "no-referrer"),
+        &[("TG_ADMIN_TOKEN", TOKEN)],
+    );
+    let c = client();
+    let r = api(&c, &gw, "GET", "/api/v1/routes", None).await;
+    assert_eq!(r.status, 401);
+    assert_eq!(r.header("content-type"), Some("application/problem+json"));
+    for _ in 0..4 {
+        assert_eq!(
+            api(&c, &gw, "GET", "/api/v1/routes", Some("wrong-token"))
+                .await
+                .status,
+            401
+        );
+    }
+    // Five wrong in all: this address is locked out, the right token too.
+    let r = api(&c, &gw, "GET", "/api/v1/routes", Some(TOKEN)).await;
+    assert_eq!(r.status, 429, "{}", r.body);
+    assert!(r.header("retry-after").is_some());
+    // Another address is not.
+    let mut connector = HttpConnector::new();
+    connector.set_local_address(Some("127.0.0.2".parse().unwrap()));
+    let other: HttpClient = Client::builder(TokioExecutor::new()).build(connector);
+    assert_eq!(
+        api(&other, &gw, "GET", "/api/v1/routes", Some(TOKEN))
+            .await
+            .status,
+        200
+    );
+    assert!(
+        !gw.log_text().contains(TOKEN),
+        "the token stays out of the log"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn without_a_token_the_api_is_closed_but_health_and_metrics_are_open() {
+    let origin = Origin::start().await;
+    let cfg = admin_config(&origin.url(), "no-referrer")
+        .replace("admin_token = \"${env:TG_ADMIN_TOKEN}\"\n", "");
+    let gw = Gateway::start(&cfg);
+    let c = client();
+    assert_eq!(
+        api(&c, &gw, "GET", "/api/v1/routes", Some(TOKEN))
+            .await
+            .status,
+        403
+    );
+    assert_eq!(api(&c, &gw, "GET", "/readyz", None).await.status, 200);
+}
+
+#[test]
+fn admin_listener_rules_stop_startup_naming_the_key() {
+    let dir = tempdir::TempDir::new();
+    let cases: [(&str, &[(&str, &str)], &str); 3] = [
+        (
+            "[server]\nlisten = [\"127.0.0.1:0\"]\nadmin_listen = \"0.0.0.0:0\"\n[[route]]\norigin = \"http://127.0.0.1:1\"\n",
+            &[],
+            "server.admin_token: is required when server.admin_listen is not a loopback address",
+        ),
+        (
+            "[server]\nlisten = [\"127.0.0.1:0\"]\nadmin_token = \"written-in-the-file-0123\"\n[[route]]\norigin = \"http://127.0.0.1:1\"\n",
+            &[],
+            "server.admin_token: must be an ${env:NAME} reference",
+        ),
+        (
+            "[server]\nlisten = [\"127.0.0.1:0\"]\nadmin_token = \"${env:TG_SHORT}\"\n[[route]]\norigin = \"http://127.0.0.1:1\"\n",
+            &[("TG_SHORT", "short")],
+            "server.admin_token: must be at least 16 characters",
+        ),
+    ];
+    for (text, env, expected) in cases {
+        let path = dir.path().join("bad.toml");
+        std::fs::write(&path, text).unwrap();
+        let out = Command::new(tollgate_bin())
+            .args(["serve", "--config", path.to_str().unwrap()])
+            .envs(env.iter().copied())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{stderr}");
+        assert!(stderr.contains(expected), "{stderr}");
+        assert!(!stderr.contains("written-in-the-file"), "{stderr}");
+    }
+}
