@@ -298,3 +298,48 @@ fn admin_listener_rules_stop_startup_naming_the_key() {
         assert!(!stderr.contains("written-in-the-file"), "{stderr}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn deleting_a_lockout_lets_the_account_try_again() {
+    let origin = Origin::start().await;
+    let gw = Gateway::start_with(
+        &admin_config(&origin.url(), "no-referrer"),
+        &[("TG_ADMIN_TOKEN", TOKEN)],
+    );
+    let c = client();
+    let attempt = |account: &'static str| {
+        let c = c.clone();
+        let url = gw.url("/api/orders");
+        async move {
+            let req = http::Request::get(url)
+                .header("x-api-key", "a-wrong-key")
+                .header("x-account", account)
+                .body(Full::<Bytes>::default())
+                .unwrap();
+            send(&c, req).await.status
+        }
+    };
+    for _ in 0..5 {
+        assert_eq!(attempt("alice").await, 401);
+    }
+    assert_eq!(attempt("alice").await, 429, "alice is locked out");
+    let r = api(&c, &gw, "DELETE", "/api/v1/lockouts/alice", Some(TOKEN)).await;
+    assert_eq!(r.status, 204, "{}", r.body);
+    assert!(r.body.is_empty());
+    assert_eq!(attempt("alice").await, 401, "the lockout is lifted");
+    let r = api(
+        &c,
+        &gw,
+        "DELETE",
+        "/api/v1/lockouts/bad%20name",
+        Some(TOKEN),
+    )
+    .await;
+    assert_eq!(r.status, 400);
+    assert_eq!(
+        api(&c, &gw, "DELETE", "/api/v1/lockouts/nobody", Some(TOKEN))
+            .await
+            .status,
+        204
+    );
+}

@@ -16,7 +16,7 @@ use crate::gateway::{ComponentSummary, RouteRuntime};
 #[derive(OpenApi)]
 #[openapi(
     info(title = "Tollgate admin API", version = "1"),
-    paths(list_routes, get_route, list_components, reload),
+    paths(list_routes, get_route, list_components, reload, lift_lockout),
     components(schemas(RouteView, UpstreamView, EndpointView, RouteCountsView, ComponentView, RoutePage, ComponentPage, Reloaded, ProblemView)),
     modifiers(&BearerAuth)
 )]
@@ -304,4 +304,51 @@ pub async fn reload(admin: &Admin) -> Answer {
             )
         }
     }
+}
+
+/// Lifts the auth gate's failed-attempt lockout of one account: its
+/// counters (`tollgate:af:acct:ACCOUNT:*`) are deleted from the store.
+/// Idempotent: 204 whether or not the account was locked.
+#[utoipa::path(delete, path = "/api/v1/lockouts/{account}",
+    params(("account" = String, Path, description = "the account, as the auth gate's account header carries it (letters, digits and . _ @ + -)")),
+    responses(
+        (status = 204, description = "No lockout counters are left for the account"),
+        (status = 400, description = "Not an account name", body = ProblemView, content_type = "application/problem+json"),
+        (status = 503, description = "The store is unavailable", body = ProblemView, content_type = "application/problem+json"),
+    ))]
+pub async fn lift_lockout(admin: &Admin, account: &str) -> Answer {
+    let valid = (1..=256).contains(&account.len())
+        && account
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b".-_@+".contains(&b));
+    if !valid {
+        return Answer::problem(
+            400,
+            "Bad Request",
+            "account: letters, digits and . _ @ + - only, 1 to 256 of them",
+            vec![],
+        );
+    }
+    let gw = admin.live.load_full();
+    let prefix = format!("tollgate:af:acct:{account}:");
+    let unavailable = || {
+        Answer::problem(
+            503,
+            "Service Unavailable",
+            "The store is unavailable; retry later.",
+            vec![],
+        )
+    };
+    let Ok(keys) = gw.kv.keys().await else {
+        return unavailable();
+    };
+    let mut lifted = 0;
+    for key in keys.iter().filter(|k| k.starts_with(&prefix)) {
+        if gw.kv.delete(key).await.is_err() {
+            return unavailable();
+        }
+        lifted += 1;
+    }
+    tracing::info!(counters = lifted, "admin API: account lockout lifted");
+    Answer::no_content()
 }

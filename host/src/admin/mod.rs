@@ -66,6 +66,15 @@ impl Answer {
         }
     }
 
+    pub fn no_content() -> Self {
+        Self {
+            status: 204,
+            content_type: "text/plain",
+            body: Vec::new(),
+            retry_after: None,
+        }
+    }
+
     fn into_response(self) -> hyper::Response<Full<Bytes>> {
         let mut b = hyper::Response::builder()
             .status(StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR))
@@ -157,6 +166,9 @@ async fn route(
         }
         (&Method::GET, "components") => api::list_components(admin, query),
         (&Method::POST, "reload") => api::reload(admin).await,
+        (&Method::DELETE, r) if r.starts_with("lockouts/") => {
+            api::lift_lockout(admin, &r["lockouts/".len()..]).await
+        }
         (&Method::GET, "openapi.json") => Answer {
             status: 200,
             content_type: "application/json",
