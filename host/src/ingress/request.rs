@@ -54,7 +54,6 @@ where
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
 
-    let mut counts = None;
     let (route_name, response) = match admit(&gw, peer, &scheme, req, &request_id).await {
         Err((route, problem)) => (route, problem.response(&request_id)),
         Ok((route, req)) => {
@@ -62,7 +61,7 @@ where
             if !route.compression {
                 res.extensions_mut().insert(compression::RouteOff);
             }
-            counts = Some(route.counts.clone());
+            route.counts.record(res.status().as_u16());
             (route.name.clone(), res)
         }
     };
@@ -73,9 +72,6 @@ where
         .or_insert_with(|| HeaderValue::from_str(&request_id).expect("ids are header-safe"));
 
     let status = response.status().as_u16();
-    if let Some(c) = counts {
-        c.record(status);
-    }
     let elapsed = start.elapsed();
     let endpoint = response
         .extensions()
