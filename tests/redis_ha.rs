@@ -4,7 +4,8 @@
 //! replica watched by 3 sentinels (killed under load), and a TLS server
 //! with an ACL user. The gateways are the real binary.
 //!
-//! Needs `redis-server` and `redis-cli` on PATH (`.ci/run` installs them).
+//! Needs `redis-server`, `redis-sentinel` and `redis-cli` on PATH
+//! (`.ci/run` installs them).
 
 mod common;
 
@@ -22,7 +23,13 @@ struct Node {
 
 impl Node {
     fn start(port: u16, args: &[&str], dir: &Path) -> Node {
-        let child = Command::new("redis-server")
+        Self::start_program("redis-server", port, args, dir)
+    }
+
+    /// `program` is `redis-server`, or `redis-sentinel` (Debian's package
+    /// of the same binary, which starts in sentinel mode).
+    fn start_program(program: &str, port: u16, args: &[&str], dir: &Path) -> Node {
+        let child = Command::new(program)
             .args(args)
             .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
             .args(["--save", "", "--appendonly", "no"])
@@ -31,7 +38,9 @@ impl Node {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .expect("redis-server is not installed: apt-get install redis-server (or run .ci/run)");
+            .unwrap_or_else(|e| {
+                panic!("{program} is not installed ({e}): apt-get install redis-server redis-sentinel redis-tools (or run .ci/run)")
+            });
         let node = Node { child, port };
         node.wait_for(|out| out.contains("PONG"), &["PING"]);
         node
@@ -297,7 +306,7 @@ async fn sentinel_failover_under_load_is_followed_without_a_restart() {
                 ),
             )
             .unwrap();
-            Node::start(p, &[conf.to_str().unwrap(), "--sentinel"], dir.path())
+            Node::start_program("redis-sentinel", p, &[conf.to_str().unwrap()], dir.path())
         })
         .collect();
     for s in &sentinels {

@@ -2,8 +2,8 @@
 //! and the header and body limits, picks the route, sets forwarding
 //! headers and the request id, runs the route's chain (or forwards straight
 //! to the upstream for an empty chain), maps failures to problem+json, and
-//! logs and counts every request, naming the endpoint that answered. The same for HTTP/1.1, HTTP/2 and TLS:
-//! only the scheme differs.
+//! logs and counts every request, naming the endpoint that answered. The
+//! same for HTTP/1.1, HTTP/2 and TLS: only the scheme differs.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
