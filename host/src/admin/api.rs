@@ -9,7 +9,7 @@ use std::time::Instant;
 use serde::Serialize;
 use utoipa::{OpenApi, ToSchema};
 
-use super::page::{self, ListQuery};
+use super::page;
 use super::{Admin, Answer};
 use crate::gateway::{ComponentSummary, RouteRuntime};
 
@@ -92,6 +92,7 @@ pub struct RouteView {
     pub requests: RouteCountsView,
 }
 
+/// The schema of a page of routes (`page::Page<RouteView>`).
 #[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RoutePage {
@@ -114,6 +115,7 @@ pub struct ComponentView {
     pub variables: std::collections::BTreeMap<String, String>,
 }
 
+/// The schema of a page of components (`page::Page<ComponentView>`).
 #[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ComponentPage {
@@ -194,26 +196,32 @@ fn component_view(c: &ComponentSummary) -> ComponentView {
         (status = 401, description = "No or a wrong token", body = ProblemView, content_type = "application/problem+json"),
     ))]
 pub fn list_routes(admin: &Admin, query: Option<&str>) -> Answer {
-    let q: ListQuery = match page::parse(query, &["name", "pathPrefix", "requests"]) {
-        Ok(q) => q,
-        Err(e) => return Answer::problem(400, "Bad Request", &e, vec![]),
-    };
     let gw = admin.live.load_full();
-    let views: Vec<RouteView> = gw.routes.iter().map(route_view).collect();
-    let p = page::apply(views, &q, |r, by| match by {
-        "pathPrefix" => (r.path_prefix.clone(), 0),
-        "requests" => (String::new(), r.requests.total),
-        _ => (r.name.clone(), 0),
-    });
-    Answer::json(
-        200,
-        &RoutePage {
-            data: p.data,
-            total: p.total,
-            page: p.page,
-            total_pages: p.total_pages,
+    list(
+        query,
+        &["name", "pathPrefix", "requests"],
+        || gw.routes.iter().map(route_view).collect(),
+        |r: &RouteView, by| match by {
+            "pathPrefix" => (r.path_prefix.clone(), 0),
+            "requests" => (String::new(), r.requests.total),
+            _ => (r.name.clone(), 0),
         },
     )
+}
+
+/// A list endpoint's answer: the query parsed (400 naming a bad
+/// parameter), the items sorted and cut into the page envelope, which
+/// [`RoutePage`] and [`ComponentPage`] document.
+fn list<T: Serialize, K: Ord>(
+    query: Option<&str>,
+    fields: &[&str],
+    items: impl FnOnce() -> Vec<T>,
+    key: impl Fn(&T, &str) -> K,
+) -> Answer {
+    match page::parse(query, fields) {
+        Ok(q) => Answer::json(200, &page::apply(items(), &q, key)),
+        Err(e) => Answer::problem(400, "Bad Request", &e, vec![]),
+    }
 }
 
 /// One route by name.
@@ -244,23 +252,14 @@ pub fn get_route(admin: &Admin, name: &str) -> Answer {
         (status = 400, description = "A bad list parameter", body = ProblemView, content_type = "application/problem+json"),
     ))]
 pub fn list_components(admin: &Admin, query: Option<&str>) -> Answer {
-    let q = match page::parse(query, &["name", "source"]) {
-        Ok(q) => q,
-        Err(e) => return Answer::problem(400, "Bad Request", &e, vec![]),
-    };
     let gw = admin.live.load_full();
-    let views: Vec<ComponentView> = gw.components.iter().map(component_view).collect();
-    let p = page::apply(views, &q, |c, by| match by {
-        "source" => c.source.clone(),
-        _ => c.name.clone(),
-    });
-    Answer::json(
-        200,
-        &ComponentPage {
-            data: p.data,
-            total: p.total,
-            page: p.page,
-            total_pages: p.total_pages,
+    list(
+        query,
+        &["name", "source"],
+        || gw.components.iter().map(component_view).collect(),
+        |c: &ComponentView, by| match by {
+            "source" => c.source.clone(),
+            _ => c.name.clone(),
         },
     )
 }

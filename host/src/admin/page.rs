@@ -3,7 +3,6 @@
 //! totalPages }`. Pure: parsed from the query, applied to a vector.
 
 use serde::Serialize;
-use utoipa::ToSchema;
 
 /// Items per page unless `limit` says otherwise, and the most allowed.
 pub const DEFAULT_LIMIT: usize = 20;
@@ -18,8 +17,9 @@ pub struct ListQuery {
     pub descending: bool,
 }
 
-/// A list page as the API returns it.
-#[derive(Debug, Serialize, ToSchema)]
+/// A list page as the API returns it (documented in the OpenAPI document
+/// by `api::RoutePage` and `api::ComponentPage`).
+#[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Page<T> {
     pub data: Vec<T>,
