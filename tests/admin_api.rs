@@ -343,3 +343,307 @@ async fn deleting_a_lockout_lets_the_account_try_again() {
         204
     );
 }
+
+/// A route with a token bucket per IP and a sliding window per API key,
+/// behind auth with its lockout.
+fn limits_config(origin: &str) -> String {
+    config(&format!(
+        r#"
+admin_token = "${{env:TG_ADMIN_TOKEN}}"
+
+[components.auth]
+source = "builtin:auth"
+key_value_stores = ["default"]
+variables = {{ api_keys = "svc:0000000000000000000000000000000000000000000000000000000000000000", lockout_threshold = "3" }}
+
+[components.bucket]
+source = "builtin:rate-limit"
+key_value_stores = ["default"]
+variables = {{ policies = "per-ip ip 4/60s" }}
+
+[components.window]
+source = "builtin:rate-limit"
+key_value_stores = ["default"]
+variables = {{ policies = "per-tenant header:x-tenant 3/60s", algorithm = "sliding-window" }}
+
+[[route]]
+name = "open"
+path_prefix = "/open"
+origin = "{origin}"
+middleware = ["bucket"]
+
+[[route]]
+name = "tenants"
+path_prefix = "/t"
+origin = "{origin}"
+middleware = ["window"]
+
+[[route]]
+name = "api"
+path_prefix = "/api"
+origin = "{origin}"
+middleware = ["auth"]
+"#
+    ))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn limits_and_lockouts_read_as_the_gates_keep_them() {
+    let origin = Origin::start().await;
+    let gw = Gateway::start_with(&limits_config(&origin.url()), &[("TG_ADMIN_TOKEN", TOKEN)]);
+    let c = client();
+    let data = |v: &serde_json::Value| v["data"].as_array().unwrap().clone();
+
+    // Nothing counted yet: empty lists, and a key never seen is whole.
+    let v = json(&api(&c, &gw, "GET", "/api/v1/limits", Some(TOKEN)).await);
+    assert_eq!((v["total"].clone(), data(&v).len()), (0.into(), 0));
+    let r = api(
+        &c,
+        &gw,
+        "GET",
+        "/api/v1/limits/per-ip/127.0.0.1",
+        Some(TOKEN),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let v = json(&r);
+    assert_eq!(
+        (v["remaining"].clone(), v["limit"].clone()),
+        (4.into(), 4.into())
+    );
+    assert_eq!(v["algorithm"], "token-bucket");
+    assert_eq!(v["route"], "open");
+    assert_eq!(v["limited"], false);
+
+    // Three of four taken from the bucket.
+    for _ in 0..3 {
+        assert_eq!(get(&c, &gw.url("/open")).await.status, 200);
+    }
+    let v = json(
+        &api(
+            &c,
+            &gw,
+            "GET",
+            "/api/v1/limits/per-ip/127.0.0.1",
+            Some(TOKEN),
+        )
+        .await,
+    );
+    assert_eq!(v["remaining"], 1, "{v}");
+    assert_eq!(v["windowSeconds"], 60);
+    assert!(v["resetSeconds"].as_u64().unwrap() > 0);
+    get(&c, &gw.url("/open")).await;
+    let v = json(
+        &api(
+            &c,
+            &gw,
+            "GET",
+            "/api/v1/limits/per-ip/127.0.0.1",
+            Some(TOKEN),
+        )
+        .await,
+    );
+    assert_eq!(
+        (v["remaining"].clone(), v["limited"].clone()),
+        (0.into(), true.into())
+    );
+    assert_eq!(
+        get(&c, &gw.url("/open")).await.status,
+        429,
+        "the API agrees with the gate"
+    );
+
+    // The sliding window: two requests of three for tenant acme.
+    for _ in 0..2 {
+        let req = http::Request::get(gw.url("/t/x"))
+            .header("x-tenant", "acme")
+            .body(Full::<Bytes>::default())
+            .unwrap();
+        assert_eq!(send(&c, req).await.status, 200);
+    }
+    let v = json(
+        &api(
+            &c,
+            &gw,
+            "GET",
+            "/api/v1/limits/per-tenant/acme",
+            Some(TOKEN),
+        )
+        .await,
+    );
+    assert_eq!(v["algorithm"], "sliding-window");
+    assert_eq!(
+        (v["remaining"].clone(), v["limited"].clone()),
+        (1.into(), false.into())
+    );
+
+    // Both keys listed once, the fewest left first.
+    let v = json(&api(&c, &gw, "GET", "/api/v1/limits", Some(TOKEN)).await);
+    let list = data(&v);
+    assert_eq!(list.len(), 2, "{v}");
+    assert_eq!(
+        (list[0]["policy"].clone(), list[0]["key"].clone()),
+        ("per-ip".into(), "127.0.0.1".into())
+    );
+    assert_eq!(
+        (list[1]["policy"].clone(), list[1]["key"].clone()),
+        ("per-tenant".into(), "acme".into())
+    );
+    let v = json(
+        &api(
+            &c,
+            &gw,
+            "GET",
+            "/api/v1/limits?sortBy=key&sortOrder=desc&limit=1",
+            Some(TOKEN),
+        )
+        .await,
+    );
+    assert_eq!(
+        (data(&v)[0]["key"].clone(), v["totalPages"].clone()),
+        ("acme".into(), 2.into())
+    );
+
+    // Errors are problems naming what is wrong.
+    let r = api(
+        &c,
+        &gw,
+        "GET",
+        "/api/v1/limits/no-such-policy/x",
+        Some(TOKEN),
+    )
+    .await;
+    assert_eq!(r.status, 404);
+    assert_eq!(r.header("content-type"), Some("application/problem+json"));
+    let r = api(&c, &gw, "GET", "/api/v1/limits?sortBy=colour", Some(TOKEN)).await;
+    assert_eq!(r.status, 400);
+    assert!(json(&r)["detail"].as_str().unwrap().starts_with("sortBy"));
+    let r = api(&c, &gw, "GET", "/api/v1/limits/per-ip/a%00b", Some(TOKEN)).await;
+    assert_eq!(r.status, 400);
+    assert_eq!(
+        api(&c, &gw, "GET", "/api/v1/limits/per-ip/x", None)
+            .await
+            .status,
+        401
+    );
+
+    // Lockouts: bob is locked after three wrong keys, carol is counting.
+    let attempt = |account: &'static str| {
+        let c = c.clone();
+        let url = gw.url("/api/orders");
+        async move {
+            let req = http::Request::get(url)
+                .header("x-api-key", "a-wrong-key")
+                .header("x-account", account)
+                .body(Full::<Bytes>::default())
+                .unwrap();
+            send(&c, req).await.status
+        }
+    };
+    for _ in 0..3 {
+        attempt("bob").await;
+    }
+    attempt("carol").await;
+    let v = json(
+        &api(
+            &c,
+            &gw,
+            "GET",
+            "/api/v1/lockouts?sortBy=failures&sortOrder=desc",
+            Some(TOKEN),
+        )
+        .await,
+    );
+    let list = data(&v);
+    assert_eq!(list.len(), 2, "{v}");
+    assert_eq!(list[0]["account"], "bob");
+    assert_eq!(
+        (list[0]["failures"].clone(), list[0]["threshold"].clone()),
+        (3.into(), 3.into())
+    );
+    assert_eq!(list[0]["locked"], true);
+    assert!(list[0]["retryAfterSeconds"].as_u64().unwrap() > 0);
+    assert_eq!(
+        (list[1]["account"].clone(), list[1]["locked"].clone()),
+        ("carol".into(), false.into())
+    );
+    // Lifting bob's lockout takes him off the list.
+    assert_eq!(
+        api(&c, &gw, "DELETE", "/api/v1/lockouts/bob", Some(TOKEN))
+            .await
+            .status,
+        204
+    );
+    let v = json(&api(&c, &gw, "GET", "/api/v1/lockouts", Some(TOKEN)).await);
+    assert_eq!(data(&v).len(), 1, "{v}");
+
+    // The documented paths are there.
+    let doc = json(&api(&c, &gw, "GET", "/api/v1/openapi.json", Some(TOKEN)).await);
+    for p in [
+        "/api/v1/limits",
+        "/api/v1/limits/{policy}/{key}",
+        "/api/v1/lockouts",
+        "/api/v1/status",
+    ] {
+        assert!(
+            doc["paths"].get(p).is_some(),
+            "{p} missing from the document"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn status_routes_latency_and_the_dashboard_assets() {
+    let origin = Origin::start().await;
+    let gw = Gateway::start_with(&limits_config(&origin.url()), &[("TG_ADMIN_TOKEN", TOKEN)]);
+    let c = client();
+    for _ in 0..3 {
+        get(&c, &gw.url("/open")).await;
+    }
+    let v = json(&api(&c, &gw, "GET", "/api/v1/status", Some(TOKEN)).await);
+    assert_eq!(v["configVersion"], 1);
+    assert_eq!(v["routes"], 3);
+    assert!(v["loadedAt"].as_str().unwrap().ends_with('Z'), "{v}");
+    assert_eq!(v["lastReload"], serde_json::Value::Null);
+    let r = api(&c, &gw, "POST", "/api/v1/reload", Some(TOKEN)).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let v = json(&api(&c, &gw, "GET", "/api/v1/status", Some(TOKEN)).await);
+    assert_eq!(v["configVersion"], 2);
+    assert_eq!(v["lastReload"]["ok"], true);
+
+    // The route has its latency quantiles and the component's time.
+    let v = json(&api(&c, &gw, "GET", "/api/v1/routes/open", Some(TOKEN)).await);
+    let p50 = v["latencyMs"]["p50"].as_f64().unwrap();
+    let p99 = v["latencyMs"]["p99"].as_f64().unwrap();
+    assert!(p50 > 0.0 && p50 <= p99, "{v}");
+    let comps = v["components"].as_array().unwrap();
+    assert_eq!(comps.len(), 1, "{v}");
+    assert_eq!(comps[0]["calls"], 3);
+    assert!(comps[0]["meanMs"].as_f64().unwrap() > 0.0);
+
+    // The dashboard is served open, under a strict CSP; its data is not.
+    let page = api(&c, &gw, "GET", "/", None).await;
+    assert_eq!(page.status, 200);
+    assert!(
+        page.header("content-type")
+            .unwrap()
+            .starts_with("text/html")
+    );
+    let csp = page.header("content-security-policy").unwrap();
+    assert!(
+        csp.contains("script-src 'self'") && csp.contains("default-src 'none'"),
+        "{csp}"
+    );
+    assert!(page.body.contains("/dashboard.js"));
+    for asset in ["/dashboard.js", "/dashboard.css"] {
+        assert_eq!(
+            api(&c, &gw, "GET", asset, None).await.status,
+            200,
+            "{asset}"
+        );
+    }
+    assert!(
+        !page.body.contains("http://") && !page.body.contains("https://"),
+        "no CDN"
+    );
+}

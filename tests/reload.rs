@@ -198,3 +198,99 @@ async fn a_reload_that_changes_the_listeners_is_refused_naming_the_key() {
     let r = get(&c, &gw.url("/")).await;
     assert_eq!(r.header("referrer-policy"), Some("no-referrer"));
 }
+
+/// `serve --watch`: a changed config file is reloaded with no signal, an
+/// invalid one is refused (and not retried until it changes again), and
+/// rewriting a component `.wasm` the config names reloads too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn watch_reloads_on_a_changed_config_or_component_file() {
+    let origin = Origin::start().await;
+    let dir = tempdir::TempDir::new();
+    let component = dir.path().join("headers.wasm");
+    std::fs::copy(wasm("tollgate_headers"), &component).unwrap();
+    let version = |policy: &str| {
+        config(&format!(
+            r#"
+[components.headers]
+source = "{}"
+variables = {{ referrer_policy = "{policy}" }}
+
+[[route]]
+origin = "{}"
+middleware = ["headers"]
+"#,
+            component.display(),
+            origin.url()
+        ))
+    };
+    let path = dir.path().join("tollgate.toml");
+    std::fs::write(&path, version("no-referrer")).unwrap();
+    let path_text = path.display().to_string();
+    let gw = Gateway::spawn(
+        &["serve", "--config", &path_text, "--watch"],
+        &[],
+        dir,
+        true,
+    );
+    let c = client();
+    assert_eq!(
+        get(&c, &gw.url("/")).await.header("referrer-policy"),
+        Some("no-referrer")
+    );
+    gw.wait_for_log("watching", |l| l.contains("watching the configuration"));
+
+    // Written through a rename, as editors do.
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, version("same-origin")).unwrap();
+    std::fs::rename(&tmp, &path).unwrap();
+    let changed = "a watched file changed";
+    let reloads =
+        |n: usize| gw.wait_for_log(changed, |_| gw.log_text().matches(changed).count() >= n);
+    reloads(1);
+    assert_eq!(
+        get(&c, &gw.url("/")).await.header("referrer-policy"),
+        Some("same-origin")
+    );
+
+    // An invalid version is refused once and changes nothing.
+    std::fs::write(
+        &path,
+        version("same-origin").replace("[[route]]", "[[route]]\nbogus = 1"),
+    )
+    .unwrap();
+    gw.wait_for_log("reload refused", |l| {
+        l.contains("configuration reload refused")
+    });
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    assert_eq!(
+        gw.log_text()
+            .matches("configuration reload refused")
+            .count(),
+        1,
+        "not retried while the file stays the same"
+    );
+    assert_eq!(
+        get(&c, &gw.url("/")).await.header("referrer-policy"),
+        Some("same-origin")
+    );
+
+    // Back to valid, then the component file itself is rewritten.
+    std::fs::write(&path, version("strict-origin")).unwrap();
+    reloads(2);
+    assert_eq!(
+        get(&c, &gw.url("/")).await.header("referrer-policy"),
+        Some("strict-origin")
+    );
+    let bytes = std::fs::read(&component).unwrap();
+    std::fs::write(&component, &bytes).unwrap();
+    // mtime granularity: make sure the rewrite is seen as a change.
+    let later = std::time::SystemTime::now() + std::time::Duration::from_secs(5);
+    std::fs::File::options()
+        .write(true)
+        .open(&component)
+        .unwrap()
+        .set_modified(later)
+        .unwrap();
+    reloads(3);
+    assert_eq!(get(&c, &gw.url("/")).await.status, 200);
+}

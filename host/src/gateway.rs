@@ -15,6 +15,7 @@ use ipnet::IpNet;
 use tokio::sync::Semaphore;
 use wasmtime::component::Component;
 
+use crate::admin::gates::Gates;
 use crate::chain::compose::{self, CacheOutcome, Piece};
 use crate::chain::composed::{Chain, ChainHandler, PoolStats};
 use crate::chain::filter::{FILTER, FilterRun, SetupError};
@@ -45,6 +46,16 @@ pub struct Gateway {
     pub upstreams: Vec<Arc<Upstream>>,
     /// Each configured component, as the admin API shows it.
     pub components: Vec<ComponentSummary>,
+    /// The rate-limit and auth gates' policies, for reading their state.
+    pub gates: Gates,
+    /// The tracer, when `[telemetry] otlp_endpoint` is set (kept across
+    /// reloads, like the metrics).
+    pub traces: Option<Arc<crate::traces::Traces>>,
+    /// Which configuration this is: 1 at startup, one more per reload.
+    pub version: u64,
+    /// When this configuration was built, and when the gateway started.
+    pub loaded_at: std::time::SystemTime,
+    pub started_at: std::time::SystemTime,
 }
 
 /// A component as the admin API shows it: where it comes from, what its
@@ -131,7 +142,7 @@ pub struct RouteRuntime {
     /// Its middleware names, in order (for the admin API).
     pub middleware: Vec<String>,
     /// Its answers by status class (for the admin API).
-    pub counts: Arc<crate::telemetry::RouteCounts>,
+    pub counts: Arc<crate::route_stats::RouteCounts>,
 }
 
 impl Matchable for RouteRuntime {
@@ -201,7 +212,16 @@ async fn build_with(config: &Config, previous: Option<&Gateway>) -> anyhow::Resu
         }
         (None, backend) => new_store(config, backend, &metrics, &mut watched).await?,
     };
-    finish(config, engine, client, metrics, watched, kv).await
+    let mut gateway = finish(config, engine, client, metrics, watched, kv).await?;
+    match previous {
+        Some(p) => {
+            gateway.version = p.version + 1;
+            gateway.started_at = p.started_at;
+            gateway.traces = p.traces.clone();
+        }
+        None => gateway.traces = crate::traces::Traces::new(&config.telemetry)?,
+    }
+    Ok(gateway)
 }
 
 /// The key-value store `backend` names, connected.
@@ -383,6 +403,11 @@ async fn finish(
         kv,
         upstreams: upstreams.into_values().collect(),
         components: summaries(config)?,
+        gates: Gates::new(&config.routes),
+        traces: None,
+        version: 1,
+        loaded_at: std::time::SystemTime::now(),
+        started_at: std::time::SystemTime::now(),
     })
 }
 

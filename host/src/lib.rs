@@ -6,7 +6,8 @@
 //! `wasi:http` middleware) → [`egress`] (upstreams: balancing, retries,
 //! health, and the pooled client to the origin services). Host
 //! services for components are in [`services`] over [`kv`]; configuration
-//! in [`config`] and [`manifest`]; logs and metrics in [`telemetry`].
+//! in [`config`] and [`manifest`]; logs and metrics in [`telemetry`], traces in [`traces`]; reloads in
+//! [`reload`]; the admin API and dashboard in [`admin`].
 
 pub mod admin;
 pub mod builtin;
@@ -21,6 +22,7 @@ pub mod kv_redis;
 pub mod manifest;
 pub mod problem;
 pub mod reload;
+pub mod route_stats;
 pub mod routes;
 pub mod runtime_config;
 pub mod services;
@@ -29,3 +31,4 @@ pub mod stdio;
 pub mod store;
 pub mod telemetry;
 pub mod timing;
+pub mod traces;

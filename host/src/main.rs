@@ -43,6 +43,10 @@ enum Command {
         /// Also run the bundled demo origin on 127.0.0.1:9000.
         #[arg(long)]
         demo: bool,
+        /// Reload when the config file, or a component .wasm it names,
+        /// changes (polled twice a second). Needs --config.
+        #[arg(long, requires = "config")]
+        watch: bool,
     },
     /// Run a Spin app's spin.toml: its HTTP triggers, with their middleware.
     #[command(
@@ -137,7 +141,11 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::Serve { config, demo } => {
+        Command::Serve {
+            config,
+            demo,
+            watch,
+        } => {
             let loaded = match &config {
                 Some(path) => config::load(path, &config::Env::process()),
                 None => config::parse(
@@ -147,7 +155,8 @@ fn main() -> ExitCode {
                 ),
             };
             // A config file is reloaded on SIGHUP; the bundled one is not.
-            serve_loaded(&runtime, loaded, demo, config)
+            let reload = config.map(|path| Reload { path, watch });
+            serve_loaded(&runtime, loaded, demo, reload)
         }
     }
 }
@@ -162,6 +171,7 @@ fn check(runtime: &tokio::runtime::Runtime, config: &std::path::Path) -> ExitCod
             // too. A check validates the file; it does not need the
             // shared store to be up, so Redis is not contacted.
             c.kv.backend = config::KvBackendConfig::Memory;
+            c.telemetry.otlp_traces_url = None;
             match runtime.block_on(gateway::build(&c)) {
                 Ok(_) => {
                     println!("{}: ok ({} routes)", config.display(), c.routes.len());
@@ -184,7 +194,7 @@ fn serve_loaded(
     runtime: &tokio::runtime::Runtime,
     loaded: Result<config::Config, config::ConfigErrors>,
     demo: bool,
-    reload_from: Option<PathBuf>,
+    reload_from: Option<Reload>,
 ) -> ExitCode {
     let cfg = match loaded {
         Ok(c) => c,
@@ -207,7 +217,14 @@ fn serve_loaded(
     }
 }
 
-async fn run(cfg: config::Config, demo: bool, reload_from: Option<PathBuf>) -> anyhow::Result<()> {
+/// Where a served configuration is reloaded from, and whether its files
+/// are watched.
+struct Reload {
+    path: PathBuf,
+    watch: bool,
+}
+
+async fn run(cfg: config::Config, demo: bool, reload_from: Option<Reload>) -> anyhow::Result<()> {
     let gateway = Arc::new(gateway::build(&cfg).await?);
     gateway.start_background(true);
     if demo {
@@ -263,9 +280,12 @@ async fn run(cfg: config::Config, demo: bool, reload_from: Option<PathBuf>) -> a
     let metrics = gateway.metrics.clone();
     let live: ingress::Live = Arc::new(arc_swap::ArcSwap::new(gateway));
     let guard = tollgate::admin::auth::Guard::new(cfg.admin_token.as_ref().map(|t| t.0.as_str()));
-    let reloader = reload_from.map(|path| {
-        let r = tollgate::reload::Reloader::new(path, live.clone(), cfg);
+    let reloader = reload_from.map(|from| {
+        let r = tollgate::reload::Reloader::new(from.path, live.clone(), cfg);
         r.on_sighup();
+        if from.watch {
+            r.watch(tollgate::reload::watch::POLL);
+        }
         r
     });
     if let Some(listener) = admin_listener {
@@ -278,7 +298,12 @@ async fn run(cfg: config::Config, demo: bool, reload_from: Option<PathBuf>) -> a
         };
         tokio::spawn(tollgate::admin::serve(listener, Arc::new(admin)));
     }
+    let traces = live.load().traces.clone();
     ingress::serve(live, listeners, rx).await;
+    if let Some(t) = traces {
+        // Send the spans still buffered before the process exits.
+        let _ = tokio::task::spawn_blocking(move || t.shutdown()).await;
+    }
     Ok(())
 }
 

@@ -284,32 +284,9 @@ pub struct Metrics {
     upstream_families: UpstreamFamilies,
     store: StoreMetrics,
     store_up: Gauge,
-    route_counts: std::sync::Mutex<std::collections::HashMap<String, Arc<RouteCounts>>>,
+    route_counts:
+        std::sync::Mutex<std::collections::HashMap<String, Arc<crate::route_stats::RouteCounts>>>,
     pub ready: AtomicBool,
-}
-
-/// Answers on one route by status class, for the admin API (kept across
-/// reloads: a route keeps its counts while its name stays).
-#[derive(Default, Debug)]
-pub struct RouteCounts {
-    pub total: AtomicU64,
-    pub ok: AtomicU64,
-    pub client_error: AtomicU64,
-    pub limited: AtomicU64,
-    pub server_error: AtomicU64,
-}
-
-impl RouteCounts {
-    pub fn record(&self, status: u16) {
-        self.total.fetch_add(1, Ordering::Relaxed);
-        let class = match status {
-            429 => &self.limited,
-            200..=399 => &self.ok,
-            400..=499 => &self.client_error,
-            _ => &self.server_error,
-        };
-        class.fetch_add(1, Ordering::Relaxed);
-    }
 }
 
 /// The live pieces of one configuration that metrics and readiness read:
@@ -471,7 +448,7 @@ impl Metrics {
     }
 
     /// The answer counts of route `name` (the same ones across reloads).
-    pub fn route_counts(&self, name: &str) -> Arc<RouteCounts> {
+    pub fn route_counts(&self, name: &str) -> Arc<crate::route_stats::RouteCounts> {
         self.route_counts
             .lock()
             .unwrap_or_else(|p| p.into_inner())

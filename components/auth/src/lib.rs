@@ -54,7 +54,7 @@ fn counter_keys(
         keys.push((format!("tollgate:af:ip:{ip}"), |l| l.per_ip));
     }
     if let Some(a) = account.filter(|a| !a.is_empty() && a.len() <= 256) {
-        keys.push((format!("tollgate:af:acct:{a}"), |l| l.per_account));
+        keys.push((Lockout::account_key(a), |l| l.per_account));
     }
     keys
 }

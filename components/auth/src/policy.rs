@@ -53,6 +53,36 @@ pub struct Lockout {
     pub store: String,
 }
 
+impl Lockout {
+    /// The lockout variables; `None` when `lockout = false`. The host's
+    /// admin API reads lockouts with this too, so both agree on them.
+    pub fn parse(v: &Vars) -> Result<Option<Lockout>, String> {
+        let lockout = if v.boolean("lockout", true)? {
+            Some(Lockout {
+                per_account: v.number("lockout_threshold", 5)?,
+                per_ip: v.number("ip_failure_limit", 50)?,
+                global: v.number("global_failure_limit", 10_000)?,
+                window_secs: v.number("lockout_window_secs", 900)?,
+                account_header: v.get_or("account_header", "x-account").to_ascii_lowercase(),
+                store: v.get_or("store", "default").to_owned(),
+            })
+        } else {
+            None
+        };
+        if let Some(l) = &lockout
+            && (l.per_account < 1 || l.per_ip < 1 || l.global < 1 || l.window_secs == 0)
+        {
+            return Err("variables `lockout_threshold`, `ip_failure_limit`, `global_failure_limit`, `lockout_window_secs`: must be at least 1".into());
+        }
+        Ok(lockout)
+    }
+
+    /// The store key of an account's failure counter.
+    pub fn account_key(account: &str) -> String {
+        format!("tollgate:af:acct:{account}")
+    }
+}
+
 #[derive(Debug)]
 pub struct Config {
     pub api_keys: Vec<ApiKey>,
@@ -148,23 +178,7 @@ impl Config {
             }
         }
         let scheme = if jwt.is_some() { "Bearer" } else { "ApiKey" };
-        let lockout = if v.boolean("lockout", true)? {
-            Some(Lockout {
-                per_account: v.number("lockout_threshold", 5)?,
-                per_ip: v.number("ip_failure_limit", 50)?,
-                global: v.number("global_failure_limit", 10_000)?,
-                window_secs: v.number("lockout_window_secs", 900)?,
-                account_header: v.get_or("account_header", "x-account").to_ascii_lowercase(),
-                store: v.get_or("store", "default").to_owned(),
-            })
-        } else {
-            None
-        };
-        if let Some(l) = &lockout
-            && (l.per_account < 1 || l.per_ip < 1 || l.global < 1 || l.window_secs == 0)
-        {
-            return Err("variables `lockout_threshold`, `ip_failure_limit`, `global_failure_limit`, `lockout_window_secs`: must be at least 1".into());
-        }
+        let lockout = Lockout::parse(v)?;
         Ok(Config {
             api_keys,
             api_key_header: v.get_or("api_key_header", "x-api-key").to_ascii_lowercase(),

@@ -202,7 +202,7 @@ pub struct Facts<'a> {
 /// The store key for `policy`, or `None` when a key part is absent (an
 /// unauthenticated request has no identity): that policy does not apply.
 pub fn key_for(config: &Config, policy: &Policy, facts: &Facts) -> Option<String> {
-    let mut key = format!("tollgate:rl:{}", policy.name);
+    let mut key = key_prefix(policy);
     for part in &policy.key {
         key.push(':');
         match part {
@@ -214,6 +214,12 @@ pub fn key_for(config: &Config, policy: &Policy, facts: &Facts) -> Option<String
         }
     }
     Some(key)
+}
+
+/// What every key of `policy` starts with; the key's parts follow, each
+/// after a `:` (the host's admin API reads keys back with this).
+pub fn key_prefix(policy: &Policy) -> String {
+    format!("tollgate:rl:{}", policy.name)
 }
 
 /// The request headers the policies' keys are made of.

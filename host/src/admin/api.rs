@@ -9,15 +9,17 @@ use std::time::Instant;
 use serde::Serialize;
 use utoipa::{OpenApi, ToSchema};
 
+use super::gates::{self, LimitView, LockoutView};
 use super::page;
 use super::{Admin, Answer};
 use crate::gateway::{ComponentSummary, RouteRuntime};
+use tollgate_sdk::limit::now_micros;
 
 #[derive(OpenApi)]
 #[openapi(
     info(title = "Tollgate admin API", version = "1"),
-    paths(list_routes, get_route, list_components, reload, lift_lockout),
-    components(schemas(RouteView, UpstreamView, EndpointView, RouteCountsView, ComponentView, RoutePage, ComponentPage, Reloaded, ProblemView)),
+    paths(status, list_routes, get_route, list_components, reload, get_limit, list_limits, list_lockouts, lift_lockout),
+    components(schemas(RouteView, UpstreamView, EndpointView, RouteCountsView, LatencyView, ComponentTimeView, ComponentView, RoutePage, ComponentPage, Reloaded, ProblemView, LimitView, LimitPage, LockoutView, LockoutPage, StatusView, LastReloadView)),
     modifiers(&BearerAuth)
 )]
 pub struct ApiDoc;
@@ -90,6 +92,25 @@ pub struct RouteView {
     pub chain: Vec<String>,
     pub upstream: Option<UpstreamView>,
     pub requests: RouteCountsView,
+    /// Time to the response head, since start (`null` before the first).
+    pub latency_ms: Option<LatencyView>,
+    /// Each component's mean time per request (the host's measure).
+    pub components: Vec<ComponentTimeView>,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LatencyView {
+    pub p50: f64,
+    pub p99: f64,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ComponentTimeView {
+    pub name: String,
+    pub calls: u64,
+    pub mean_ms: f64,
 }
 
 /// The schema of a page of routes (`page::Page<RouteView>`).
@@ -164,7 +185,28 @@ fn route_view(r: &RouteRuntime) -> RouteView {
             rate_limited: c.limited.load(Ordering::Relaxed),
             server_error: c.server_error.load(Ordering::Relaxed),
         },
+        latency_ms: c
+            .quantile(0.5)
+            .zip(c.quantile(0.99))
+            .map(|(p50, p99)| LatencyView {
+                p50: ms(p50),
+                p99: ms(p99),
+            }),
+        components: c
+            .components()
+            .into_iter()
+            .map(|(name, calls, mean)| ComponentTimeView {
+                name,
+                calls,
+                mean_ms: ms(mean),
+            })
+            .collect(),
     }
+}
+
+/// Milliseconds, to the microsecond.
+fn ms(d: std::time::Duration) -> f64 {
+    (d.as_micros() as f64) / 1000.0
 }
 
 fn component_view(c: &ComponentSummary) -> ComponentView {
@@ -329,15 +371,8 @@ pub async fn lift_lockout(admin: &Admin, account: &str) -> Answer {
         );
     }
     let gw = admin.live.load_full();
-    let prefix = format!("tollgate:af:acct:{account}:");
-    let unavailable = || {
-        Answer::problem(
-            503,
-            "Service Unavailable",
-            "The store is unavailable; retry later.",
-            vec![],
-        )
-    };
+    let prefix = format!("{}:", tollgate_auth::policy::Lockout::account_key(account));
+    let unavailable = store_unavailable;
     let Ok(keys) = gw.kv.keys().await else {
         return unavailable();
     };
@@ -350,4 +385,210 @@ pub async fn lift_lockout(admin: &Admin, account: &str) -> Answer {
     }
     tracing::info!(counters = lifted, "admin API: account lockout lifted");
     Answer::no_content()
+}
+
+fn store_unavailable() -> Answer {
+    Answer::problem(
+        503,
+        "Service Unavailable",
+        "The store is unavailable; retry later.",
+        vec![],
+    )
+}
+
+/// The state of one rate-limit key: what is left and when it is whole
+/// again. A key the store has never seen has its whole quota.
+#[utoipa::path(get, path = "/api/v1/limits/{policy}/{key}",
+    params(
+        ("policy" = String, Path, description = "the policy's name, as in the rate-limit gate's `policies`"),
+        ("key" = String, Path, description = "the key's parts after the policy name, `:`-separated (`203.0.113.7`, `alice:tenant-1`, `*` for global); percent-encoded"),
+        ("route" = Option<String>, Query, description = "the route whose policy to use, when routes define it differently (default: the first that has it)"),
+    ),
+    responses(
+        (status = 200, description = "The key's state", body = LimitView),
+        (status = 400, description = "Not a key", body = ProblemView, content_type = "application/problem+json"),
+        (status = 404, description = "No rate-limit policy of that name", body = ProblemView, content_type = "application/problem+json"),
+        (status = 503, description = "The store is unavailable", body = ProblemView, content_type = "application/problem+json"),
+    ))]
+pub async fn get_limit(admin: &Admin, rest: &str, query: Option<&str>) -> Answer {
+    let Some((policy, key)) = rest.split_once('/') else {
+        return Answer::problem(
+            404,
+            "Not Found",
+            "Use /api/v1/limits/{policy}/{key}.",
+            vec![],
+        );
+    };
+    let key = percent_encoding::percent_decode_str(key).decode_utf8();
+    let Some(key) = key
+        .ok()
+        .filter(|k| (1..=512).contains(&k.len()) && !k.chars().any(char::is_control))
+    else {
+        return Answer::problem(
+            400,
+            "Bad Request",
+            "key: 1 to 512 bytes of UTF-8 without control characters",
+            vec![],
+        );
+    };
+    let route = url::form_urlencoded::parse(query.unwrap_or("").as_bytes())
+        .find(|(k, _)| k == "route")
+        .map(|(_, v)| v.into_owned());
+    let gw = admin.live.load_full();
+    let Some(found) = gw.gates.policy(policy, route.as_deref()) else {
+        return Answer::problem(
+            404,
+            "Not Found",
+            "No route has a rate-limit policy of that name.",
+            vec![],
+        );
+    };
+    match gates::limit_state(&gw.kv, &found, &key, now_micros()).await {
+        Ok(view) => Answer::json(200, &view),
+        Err(_) => store_unavailable(),
+    }
+}
+
+/// Every rate-limit key in the store, with its state; by default the
+/// fewest requests left first.
+#[utoipa::path(get, path = "/api/v1/limits",
+    params(
+        ("page" = Option<usize>, Query, description = "1-based page (default 1)"),
+        ("limit" = Option<usize>, Query, description = "items per page, 1 to 100 (default 20)"),
+        ("sortBy" = Option<String>, Query, description = "remaining (default), policy or key"),
+        ("sortOrder" = Option<String>, Query, description = "asc (default) or desc"),
+    ),
+    responses(
+        (status = 200, description = "A page of rate-limit keys", body = LimitPage),
+        (status = 400, description = "A bad list parameter", body = ProblemView, content_type = "application/problem+json"),
+        (status = 503, description = "The store is unavailable", body = ProblemView, content_type = "application/problem+json"),
+    ))]
+pub async fn list_limits(admin: &Admin, query: Option<&str>) -> Answer {
+    let fields = ["remaining", "policy", "key"];
+    if let Err(e) = page::parse(query, &fields) {
+        return Answer::problem(400, "Bad Request", &e, vec![]);
+    }
+    let gw = admin.live.load_full();
+    let Ok(items) = gw.gates.limits(&gw.kv, now_micros()).await else {
+        return store_unavailable();
+    };
+    list(
+        query,
+        &fields,
+        || items,
+        |l: &LimitView, by| match by {
+            "policy" => (l.policy.clone(), l.key.clone(), 0),
+            "key" => (l.key.clone(), l.policy.clone(), 0),
+            _ => (String::new(), String::new(), l.remaining),
+        },
+    )
+}
+
+/// Every account the auth gate counts failed attempts for, and whether
+/// it is locked out now.
+#[utoipa::path(get, path = "/api/v1/lockouts",
+    params(
+        ("page" = Option<usize>, Query, description = "1-based page (default 1)"),
+        ("limit" = Option<usize>, Query, description = "items per page, 1 to 100 (default 20)"),
+        ("sortBy" = Option<String>, Query, description = "account (default) or failures"),
+        ("sortOrder" = Option<String>, Query, description = "asc (default) or desc"),
+    ),
+    responses(
+        (status = 200, description = "A page of accounts", body = LockoutPage),
+        (status = 400, description = "A bad list parameter", body = ProblemView, content_type = "application/problem+json"),
+        (status = 503, description = "The store is unavailable", body = ProblemView, content_type = "application/problem+json"),
+    ))]
+pub async fn list_lockouts(admin: &Admin, query: Option<&str>) -> Answer {
+    let fields = ["account", "failures"];
+    if let Err(e) = page::parse(query, &fields) {
+        return Answer::problem(400, "Bad Request", &e, vec![]);
+    }
+    let gw = admin.live.load_full();
+    let Ok(items) = gw.gates.lockouts(&gw.kv, now_micros()).await else {
+        return store_unavailable();
+    };
+    list(
+        query,
+        &fields,
+        || items,
+        |l: &LockoutView, by| match by {
+            "failures" => (l.failures, String::new()),
+            _ => (0, l.account.clone()),
+        },
+    )
+}
+
+/// The schema of a page of rate-limit keys (`page::Page<LimitView>`).
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LimitPage {
+    pub data: Vec<LimitView>,
+    pub total: usize,
+    pub page: usize,
+    pub total_pages: usize,
+}
+
+/// The schema of a page of accounts (`page::Page<LockoutView>`).
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LockoutPage {
+    pub data: Vec<LockoutView>,
+    pub total: usize,
+    pub page: usize,
+    pub total_pages: usize,
+}
+
+/// The last reload: when it was tried, and why it was refused, if it was.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LastReloadView {
+    /// RFC 3339, UTC.
+    pub at: String,
+    pub ok: bool,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<String>,
+}
+
+/// Which configuration serves, since when, and how the last reload went.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct StatusView {
+    /// 1 at startup, one more per accepted reload.
+    pub config_version: u64,
+    /// When the serving configuration was loaded (RFC 3339, UTC).
+    pub loaded_at: String,
+    pub started_at: String,
+    pub uptime_seconds: u64,
+    pub routes: usize,
+    pub components: usize,
+    /// `null` until a reload is tried.
+    pub last_reload: Option<LastReloadView>,
+}
+
+fn rfc3339(t: std::time::SystemTime) -> String {
+    humantime::format_rfc3339_seconds(t).to_string()
+}
+
+/// The gateway's status.
+#[utoipa::path(get, path = "/api/v1/status",
+    responses((status = 200, description = "The status", body = StatusView)))]
+pub fn status(admin: &Admin) -> Answer {
+    let gw = admin.live.load_full();
+    let last = admin.reloader.as_ref().and_then(|r| r.last());
+    Answer::json(
+        200,
+        &StatusView {
+            config_version: gw.version,
+            loaded_at: rfc3339(gw.loaded_at),
+            started_at: rfc3339(gw.started_at),
+            uptime_seconds: gw.started_at.elapsed().map_or(0, |d| d.as_secs()),
+            routes: gw.routes.len(),
+            components: gw.components.len(),
+            last_reload: last.map(|l| LastReloadView {
+                at: rfc3339(l.at),
+                ok: l.errors.is_empty(),
+                errors: l.errors,
+            }),
+        },
+    )
 }

@@ -6,6 +6,8 @@
 
 pub mod api;
 pub mod auth;
+pub mod dashboard;
+pub mod gates;
 pub mod page;
 
 use std::convert::Infallible;
@@ -40,6 +42,8 @@ pub struct Answer {
     content_type: &'static str,
     body: Vec<u8>,
     retry_after: Option<u64>,
+    /// A Content-Security-Policy (the dashboard's pages).
+    csp: Option<&'static str>,
 }
 
 impl Answer {
@@ -49,6 +53,7 @@ impl Answer {
             content_type: "application/json",
             body: serde_json::to_vec(value).expect("API views serialize"),
             retry_after: None,
+            csp: None,
         }
     }
 
@@ -72,6 +77,18 @@ impl Answer {
             content_type: "text/plain",
             body: Vec::new(),
             retry_after: None,
+            csp: None,
+        }
+    }
+
+    /// A page of the dashboard, under `csp`.
+    pub fn page(content_type: &'static str, body: Vec<u8>, csp: &'static str) -> Self {
+        Self {
+            status: 200,
+            content_type,
+            body,
+            retry_after: None,
+            csp: Some(csp),
         }
     }
 
@@ -84,6 +101,12 @@ impl Answer {
         }
         if let Some(s) = self.retry_after {
             b = b.header("retry-after", s.to_string());
+        }
+        if let Some(csp) = self.csp {
+            b = b
+                .header("content-security-policy", csp)
+                .header("x-content-type-options", "nosniff")
+                .header("referrer-policy", "no-referrer");
         }
         b.body(Full::new(Bytes::from(self.body)))
             .expect("static response parts are valid")
@@ -116,12 +139,18 @@ async fn route(
 ) -> Answer {
     let path = req.uri().path().to_owned();
     let Some(rest) = path.strip_prefix("/api/v1/") else {
+        if req.method() == Method::GET
+            && let Some(page) = dashboard::asset(&path)
+        {
+            return page;
+        }
         let (status, content_type, body) = crate::telemetry::ops_response(&path, &admin.metrics);
         return Answer {
             status,
             content_type,
             body: body.into_bytes(),
             retry_after: None,
+            csp: None,
         };
     };
     match admin.guard.check(
@@ -160,12 +189,18 @@ async fn route(
     }
     let query = req.uri().query();
     match (req.method(), rest) {
+        (&Method::GET, "status") => api::status(admin),
         (&Method::GET, "routes") => api::list_routes(admin, query),
         (&Method::GET, r) if r.starts_with("routes/") => {
             api::get_route(admin, &r["routes/".len()..])
         }
         (&Method::GET, "components") => api::list_components(admin, query),
         (&Method::POST, "reload") => api::reload(admin).await,
+        (&Method::GET, "limits") => api::list_limits(admin, query).await,
+        (&Method::GET, r) if r.starts_with("limits/") => {
+            api::get_limit(admin, &r["limits/".len()..], query).await
+        }
+        (&Method::GET, "lockouts") => api::list_lockouts(admin, query).await,
         (&Method::DELETE, r) if r.starts_with("lockouts/") => {
             api::lift_lockout(admin, &r["lockouts/".len()..]).await
         }
@@ -177,8 +212,12 @@ async fn route(
                 .expect("the OpenAPI document serializes")
                 .into_bytes(),
             retry_after: None,
+            csp: None,
         },
-        (_, "routes" | "components" | "openapi.json" | "reload") => Answer::problem(
+        (
+            _,
+            "routes" | "components" | "openapi.json" | "reload" | "limits" | "lockouts" | "status",
+        ) => Answer::problem(
             405,
             "Method Not Allowed",
             "This method is not served here.",

@@ -424,7 +424,7 @@ impl FilterRun {
                         .call_on_request(accessor, this)
                         .await
                         .map_err(|e| PassError::Guest(i, e))?;
-                    slot.record_time(&f.caps.reported, started.elapsed());
+                    slot.record_time(&f.caps.reported, started);
                     pass.edits.push(verdict.response);
                     if let Some(a) = verdict.answer {
                         pass.answer = Some(a);

@@ -135,7 +135,9 @@ impl RouteChain {
             match self.segments.get(from) {
                 None => match &self.upstream {
                     Some(upstream) => {
-                        let forwarded = upstream.forward(&self.client, req, slot.deadline()).await;
+                        let forwarded = upstream
+                            .forward(&self.client, req, slot.deadline(), slot.trace())
+                            .await;
                         if let Some(endpoint) = forwarded.endpoint {
                             slot.set_endpoint(endpoint);
                         }

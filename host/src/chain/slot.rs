@@ -1,7 +1,8 @@
 //! The per-request record shared by the ingress and every instance a
 //! request passes through: its id and deadline, why it failed (recorded
-//! before a trap unwinds, so the answer and the log are precise), the
-//! time each filter took, and the upstream endpoint that answered.
+//! before a trap unwinds, so the answer and the log are precise), when
+//! each filter started and how long it took, the upstream endpoint that
+//! answered, and the request's trace (when traces are on).
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -21,10 +22,18 @@ pub struct RequestSlot {
     pub(crate) request_id: String,
     deadline: Instant,
     failure: Mutex<Option<Failure>>,
-    /// Time each filter took, by the name it reported.
-    times: Mutex<Vec<(std::sync::Arc<str>, Duration)>>,
+    /// When each filter started and how long it took, by the name it reported.
+    times: Mutex<Vec<FilterTime>>,
     /// The upstream endpoint that answered (or was tried last).
     endpoint: Mutex<Option<std::sync::Arc<str>>>,
+    trace: Option<std::sync::Arc<crate::traces::RequestTrace>>,
+}
+
+/// One filter call: the name it reported, when it started, how long.
+pub struct FilterTime {
+    pub name: std::sync::Arc<str>,
+    pub started: Instant,
+    pub took: Duration,
 }
 
 impl RequestSlot {
@@ -35,7 +44,19 @@ impl RequestSlot {
             failure: Default::default(),
             times: Default::default(),
             endpoint: Default::default(),
+            trace: None,
         }
+    }
+
+    /// The same, for a request being traced.
+    pub fn traced(mut self, trace: Option<std::sync::Arc<crate::traces::RequestTrace>>) -> Self {
+        self.trace = trace;
+        self
+    }
+
+    /// The request's trace, if traces are on.
+    pub fn trace(&self) -> Option<&crate::traces::RequestTrace> {
+        self.trace.as_deref()
     }
 
     pub fn request_id(&self) -> &str {
@@ -46,15 +67,19 @@ impl RequestSlot {
         self.deadline
     }
 
-    pub(crate) fn record_time(&self, component: &std::sync::Arc<str>, took: Duration) {
+    pub(crate) fn record_time(&self, component: &std::sync::Arc<str>, started: Instant) {
         self.times
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .push((component.clone(), took));
+            .push(FilterTime {
+                name: component.clone(),
+                started,
+                took: started.elapsed(),
+            });
     }
 
     /// The filter times recorded so far.
-    pub fn take_times(&self) -> Vec<(std::sync::Arc<str>, Duration)> {
+    pub fn take_times(&self) -> Vec<FilterTime> {
         std::mem::take(&mut *self.times.lock().unwrap_or_else(|p| p.into_inner()))
     }
 

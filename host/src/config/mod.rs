@@ -20,7 +20,10 @@ use crate::egress::UpstreamConfig;
 use crate::ingress::tls::TlsSettings;
 
 mod kv;
+mod telemetry;
 mod upstreams;
+
+pub use telemetry::TelemetryConfig;
 
 pub use crate::kv_redis::connect::RedisConfig;
 pub use kv::check_redis_url;
@@ -47,6 +50,8 @@ pub struct Config {
     pub routes: Vec<Route>,
     /// `[components.NAME]`, as configured (for the admin API).
     pub components: Vec<ComponentInfo>,
+    /// `[telemetry]`: where traces go.
+    pub telemetry: TelemetryConfig,
 }
 
 /// A component as configured: its source and its own variables.
@@ -199,6 +204,8 @@ struct RawConfig {
     limits: RawLimits,
     #[serde(default)]
     kv: RawKv,
+    #[serde(default)]
+    telemetry: telemetry::RawTelemetry,
     #[serde(default)]
     components: BTreeMap<String, RawComponent>,
     #[serde(default)]
@@ -581,6 +588,7 @@ impl Validator {
             self.err("kv.simulate_broken_cas", "needs kv.backend = \"memory\"");
         }
 
+        let telemetry = self.telemetry(&raw.telemetry);
         let components = self.components(&raw.components, base, env);
         let component_list = components
             .iter()
@@ -608,6 +616,7 @@ impl Validator {
             routes,
             admin_token,
             components: component_list,
+            telemetry,
         }
     }
 

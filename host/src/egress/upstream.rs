@@ -7,6 +7,7 @@
 //! A route's single `origin` URL is an upstream of one endpoint that never
 //! retries and is never ejected: the same path, with nothing to decide.
 
+use crate::traces::RequestTrace;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -230,18 +231,28 @@ impl RouteUpstream {
     }
 
     /// Sends `request` to an endpoint, retrying as the policy allows,
-    /// never past `deadline`.
+    /// never past `deadline`. A traced request gets an origin span around
+    /// all of it, and carries that span's `traceparent`.
     pub async fn forward(
         &self,
         client: &OriginClient,
-        request: http::Request<WasiBody>,
+        mut request: http::Request<WasiBody>,
         deadline: Instant,
+        trace: Option<&RequestTrace>,
     ) -> Forwarded {
-        if self.upstream.retry.attempts <= 1 {
+        let span = trace.map(|t| t.origin(request.headers_mut()));
+        let forwarded = if self.upstream.retry.attempts <= 1 {
             self.forward_once(client, request, deadline).await
         } else {
             self.forward_with_retries(client, request, deadline).await
+        };
+        if let Some(span) = span {
+            span.end(
+                forwarded.endpoint.as_deref(),
+                forwarded.result.as_ref().ok().map(|r| r.status().as_u16()),
+            );
         }
+        forwarded
     }
 
     /// One attempt and no retry (a single origin, or `attempts = 1`): the

@@ -7,7 +7,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::header::{HeaderMap, HeaderValue};
@@ -27,6 +27,7 @@ use crate::gateway::{Gateway, RouteRuntime};
 use crate::problem::Problem;
 use crate::routes::Matchable;
 use crate::timing;
+use crate::traces::{self, RequestTrace};
 
 /// Which upstream endpoint answered a response (or was tried last), for
 /// the access log.
@@ -53,15 +54,23 @@ where
     let request_id = request_id(req.headers());
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
+    let trace = gw
+        .traces
+        .as_ref()
+        .map(|t| Arc::new(t.start(req.headers(), method.as_str(), &path)));
+    let trace_id = match &trace {
+        Some(t) => Some(t.trace_id()),
+        None => traces::incoming_trace_id(req.headers()),
+    };
 
     let (route_name, response) = match admit(&gw, peer, &scheme, req, &request_id).await {
         Err((route, problem)) => (route, problem.response(&request_id)),
         Ok((route, req)) => {
-            let mut res = dispatch(&gw, route, req, &request_id).await;
+            let mut res = dispatch(&gw, route, req, &request_id, trace.as_ref()).await;
             if !route.compression {
                 res.extensions_mut().insert(compression::RouteOff);
             }
-            route.counts.record(res.status().as_u16());
+            route.counts.record(res.status().as_u16(), start.elapsed());
             (route.name.clone(), res)
         }
     };
@@ -79,6 +88,9 @@ where
         .map(|a| a.0.clone());
     gw.metrics
         .record(&route_name, status, elapsed.as_secs_f64());
+    if let Some(t) = &trace {
+        t.finish(&route_name, &request_id, status);
+    }
     tracing::info!(
         target: "tollgate::access",
         request_id = %request_id,
@@ -87,6 +99,7 @@ where
         path = %path,
         status,
         endpoint = endpoint.as_deref().unwrap_or("-"),
+        trace_id = trace_id.as_deref().unwrap_or("-"),
         duration_us = elapsed.as_micros() as u64,
         decision = decision(status),
         "request"
@@ -211,13 +224,16 @@ async fn dispatch(
     route: &RouteRuntime,
     req: Request<wasmtime_wasi_http::WasiBody>,
     request_id: &str,
+    trace: Option<&Arc<RequestTrace>>,
 ) -> Response<ResponseBody> {
     let Some(chain) = &route.chain else {
         let Some(upstream) = &route.upstream else {
             return Problem::BadGateway.response(request_id);
         };
         let deadline = Instant::now() + gw.limits.request_timeout;
-        let forwarded = upstream.forward(&gw.client, req, deadline).await;
+        let forwarded = upstream
+            .forward(&gw.client, req, deadline, trace.map(|t| &**t))
+            .await;
         let mut res = match forwarded.result {
             Ok(res) => res.map(|b| b.map_err(Into::into).boxed_unsync()),
             Err(e) => problem_for_http_error(&e).response(request_id),
@@ -238,7 +254,8 @@ async fn dispatch(
         _ => return Problem::Overloaded.response(request_id),
     };
     let started = Instant::now();
-    let slot = Arc::new(RequestSlot::new(request_id, gw.limits.request_timeout));
+    let slot =
+        Arc::new(RequestSlot::new(request_id, gw.limits.request_timeout).traced(trace.cloned()));
     let mut req = req;
     if chain.has_composed {
         // Composed SDK middleware report their own times when asked.
@@ -253,9 +270,13 @@ async fn dispatch(
         &chain.components,
         started.elapsed().as_secs_f64(),
     );
-    for (component, took) in slot.take_times() {
+    for t in slot.take_times() {
         gw.metrics
-            .record_component(&route.name, &component, took.as_secs_f64());
+            .record_component(&route.name, &t.name, t.took.as_secs_f64());
+        route.counts.record_component(&t.name, t.took);
+        if let Some(trace) = trace {
+            trace.component(&t.name, t.started, t.took, true);
+        }
     }
     let mut res = match result {
         Ok(mut res) => {
@@ -264,6 +285,11 @@ async fn dispatch(
                     if chain.reporters.admit(&component) {
                         gw.metrics
                             .record_component(&route.name, &component, seconds);
+                        let took = Duration::from_secs_f64(seconds);
+                        route.counts.record_component(&component, took);
+                        if let Some(trace) = trace {
+                            trace.component(&component, started, took, false);
+                        }
                     }
                 }
             }

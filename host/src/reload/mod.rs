@@ -7,12 +7,18 @@
 //! and the metrics carry over, so limits, lockouts and counters survive.
 //!
 //! What a reload cannot change (the listeners, the admin listener, TLS
-//! listeners and certificate paths, and `[kv]`) is refused, naming the key:
+//! listeners and certificate paths, `[kv]` and `[telemetry]`) is refused, naming the key:
 //! those need a restart. A refused reload changes nothing: the old
 //! configuration keeps serving, and the errors are logged.
+//!
+//! Reloads come from `SIGHUP` (here), `POST /api/v1/reload` (the admin
+//! API) and `serve --watch` ([`watch`]).
+
+pub mod watch;
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use tokio::sync::Mutex;
 
@@ -26,6 +32,15 @@ pub struct Reloader {
     live: Live,
     /// The configuration now serving; one reload at a time.
     current: Mutex<Config>,
+    /// How the last reload went, for the admin API.
+    last: std::sync::Mutex<Option<LastReload>>,
+}
+
+/// When the last reload was tried, and the errors if it was refused.
+#[derive(Debug, Clone)]
+pub struct LastReload {
+    pub at: SystemTime,
+    pub errors: Vec<String>,
 }
 
 impl Reloader {
@@ -34,11 +49,41 @@ impl Reloader {
             path,
             live,
             current: Mutex::new(current),
+            last: Default::default(),
         })
+    }
+
+    /// How the last reload went (`None`: none was tried).
+    pub fn last(&self) -> Option<LastReload> {
+        self.last.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// The files the serving configuration is read from: the config file
+    /// and every component `.wasm` it names.
+    pub async fn watched_files(&self) -> Vec<PathBuf> {
+        let current = self.current.lock().await;
+        let mut files = vec![self.path.clone()];
+        for c in &current.components {
+            if let crate::config::ComponentSource::File(p) = &c.source
+                && !files.contains(p)
+            {
+                files.push(p.clone());
+            }
+        }
+        files
     }
 
     /// One reload; the errors when it is refused.
     pub async fn reload(&self) -> Result<(), Vec<String>> {
+        let outcome = self.try_reload().await;
+        *self.last.lock().unwrap_or_else(|p| p.into_inner()) = Some(LastReload {
+            at: SystemTime::now(),
+            errors: outcome.clone().err().unwrap_or_default(),
+        });
+        outcome
+    }
+
+    async fn try_reload(&self) -> Result<(), Vec<String>> {
         let mut current = self.current.lock().await;
         let next = config::load(&self.path, &config::Env::process()).map_err(|e| e.0)?;
         let fixed = fixed_changes(&current, &next);
@@ -101,6 +146,9 @@ fn fixed_changes(old: &Config, new: &Config) -> Vec<String> {
     }
     if old.kv != new.kv {
         out.push(format!("kv: {restart}"));
+    }
+    if old.telemetry != new.telemetry {
+        out.push(format!("telemetry: {restart}"));
     }
     out
 }
