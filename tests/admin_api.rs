@@ -58,6 +58,16 @@ async fn api(c: &HttpClient, gw: &Gateway, method: &str, path: &str, token: Opti
     send(c, req.body(Full::<Bytes>::default()).unwrap()).await
 }
 
+/// One sign-in with a wrong API key for `account`; its status.
+async fn wrong_key(c: &HttpClient, gw: &Gateway, account: &str) -> u16 {
+    let req = http::Request::get(gw.url("/api/orders"))
+        .header("x-api-key", "a-wrong-key")
+        .header("x-account", account)
+        .body(Full::<Bytes>::default())
+        .unwrap();
+    send(c, req).await.status
+}
+
 fn json(r: &Reply) -> serde_json::Value {
     serde_json::from_str(&r.body).unwrap_or_else(|e| panic!("{e}: {}", r.body))
 }
@@ -307,18 +317,7 @@ async fn deleting_a_lockout_lets_the_account_try_again() {
         &[("TG_ADMIN_TOKEN", TOKEN)],
     );
     let c = client();
-    let attempt = |account: &'static str| {
-        let c = c.clone();
-        let url = gw.url("/api/orders");
-        async move {
-            let req = http::Request::get(url)
-                .header("x-api-key", "a-wrong-key")
-                .header("x-account", account)
-                .body(Full::<Bytes>::default())
-                .unwrap();
-            send(&c, req).await.status
-        }
-    };
+    let attempt = |account: &'static str| wrong_key(&c, &gw, account);
     for _ in 0..5 {
         assert_eq!(attempt("alice").await, 401);
     }
@@ -528,18 +527,7 @@ async fn limits_and_lockouts_read_as_the_gates_keep_them() {
     );
 
     // Lockouts: bob is locked after three wrong keys, carol is counting.
-    let attempt = |account: &'static str| {
-        let c = c.clone();
-        let url = gw.url("/api/orders");
-        async move {
-            let req = http::Request::get(url)
-                .header("x-api-key", "a-wrong-key")
-                .header("x-account", account)
-                .body(Full::<Bytes>::default())
-                .unwrap();
-            send(&c, req).await.status
-        }
-    };
+    let attempt = |account: &'static str| wrong_key(&c, &gw, account);
     for _ in 0..3 {
         attempt("bob").await;
     }

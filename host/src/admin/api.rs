@@ -464,24 +464,36 @@ pub async fn get_limit(admin: &Admin, rest: &str, query: Option<&str>) -> Answer
         (status = 503, description = "The store is unavailable", body = ProblemView, content_type = "application/problem+json"),
     ))]
 pub async fn list_limits(admin: &Admin, query: Option<&str>) -> Answer {
-    let fields = ["remaining", "policy", "key"];
-    if let Err(e) = page::parse(query, &fields) {
-        return Answer::problem(400, "Bad Request", &e, vec![]);
-    }
     let gw = admin.live.load_full();
-    let Ok(items) = gw.gates.limits(&gw.kv, now_micros()).await else {
-        return store_unavailable();
-    };
-    list(
+    store_list(
         query,
-        &fields,
-        || items,
+        &["remaining", "policy", "key"],
+        gw.gates.limits(&gw.kv, now_micros()),
         |l: &LimitView, by| match by {
             "policy" => (l.policy.clone(), l.key.clone(), 0),
             "key" => (l.key.clone(), l.policy.clone(), 0),
             _ => (String::new(), String::new(), l.remaining),
         },
     )
+    .await
+}
+
+/// [`list`] for items read from the store: the query is checked before
+/// the store is read, and a store that fails answers 503.
+async fn store_list<T: Serialize, K: Ord>(
+    query: Option<&str>,
+    fields: &[&str],
+    items: impl std::future::Future<Output = Result<Vec<T>, crate::store::StoreError>>,
+    key: impl Fn(&T, &str) -> K,
+) -> Answer {
+    let q = match page::parse(query, fields) {
+        Ok(q) => q,
+        Err(e) => return Answer::problem(400, "Bad Request", &e, vec![]),
+    };
+    match items.await {
+        Ok(items) => Answer::json(200, &page::apply(items, &q, key)),
+        Err(_) => store_unavailable(),
+    }
 }
 
 /// Every account the auth gate counts failed attempts for, and whether
@@ -499,23 +511,17 @@ pub async fn list_limits(admin: &Admin, query: Option<&str>) -> Answer {
         (status = 503, description = "The store is unavailable", body = ProblemView, content_type = "application/problem+json"),
     ))]
 pub async fn list_lockouts(admin: &Admin, query: Option<&str>) -> Answer {
-    let fields = ["account", "failures"];
-    if let Err(e) = page::parse(query, &fields) {
-        return Answer::problem(400, "Bad Request", &e, vec![]);
-    }
     let gw = admin.live.load_full();
-    let Ok(items) = gw.gates.lockouts(&gw.kv, now_micros()).await else {
-        return store_unavailable();
-    };
-    list(
+    store_list(
         query,
-        &fields,
-        || items,
+        &["account", "failures"],
+        gw.gates.lockouts(&gw.kv, now_micros()),
         |l: &LockoutView, by| match by {
             "failures" => (l.failures, String::new()),
             _ => (0, l.account.clone()),
         },
     )
+    .await
 }
 
 /// The schema of a page of rate-limit keys (`page::Page<LimitView>`).

@@ -113,18 +113,25 @@ impl Reloader {
         let this = self.clone();
         tokio::spawn(async move {
             while hup.recv().await.is_some() {
-                match this.reload().await {
-                    Ok(()) => tracing::info!(
-                        routes = this.live.load().routes.len(),
-                        "configuration reloaded"
-                    ),
-                    Err(errors) => tracing::error!(
-                        errors = %errors.join("; "),
-                        "configuration reload refused; the previous configuration keeps serving"
-                    ),
-                }
+                this.reload_and_log("SIGHUP").await;
             }
         });
+    }
+
+    /// One reload, logged with what asked for it.
+    pub async fn reload_and_log(&self, trigger: &str) {
+        match self.reload().await {
+            Ok(()) => tracing::info!(
+                routes = self.live.load().routes.len(),
+                trigger,
+                "configuration reloaded"
+            ),
+            Err(errors) => tracing::error!(
+                errors = %errors.join("; "),
+                trigger,
+                "configuration reload refused; the previous configuration keeps serving"
+            ),
+        }
     }
 }
 

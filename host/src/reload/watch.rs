@@ -65,16 +65,7 @@ impl Reloader {
                     continue;
                 }
                 pending = None;
-                match this.reload().await {
-                    Ok(()) => tracing::info!(
-                        routes = this.live.load().routes.len(),
-                        "configuration reloaded (a watched file changed)"
-                    ),
-                    Err(errors) => tracing::error!(
-                        errors = %errors.join("; "),
-                        "configuration reload refused; the previous configuration keeps serving"
-                    ),
-                }
+                this.reload_and_log("a watched file changed").await;
                 paths = this.watched_files().await;
                 settled = fingerprint(&paths);
             }
