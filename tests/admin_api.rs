@@ -68,6 +68,11 @@ async fn wrong_key(c: &HttpClient, gw: &Gateway, account: &str) -> u16 {
     send(c, req).await.status
 }
 
+/// `GET path` on the admin API with the token, as JSON.
+async fn get_json(c: &HttpClient, gw: &Gateway, path: &str) -> serde_json::Value {
+    json(&api(c, gw, "GET", path, Some(TOKEN)).await)
+}
+
 fn json(r: &Reply) -> serde_json::Value {
     serde_json::from_str(&r.body).unwrap_or_else(|e| panic!("{e}: {}", r.body))
 }
@@ -394,7 +399,7 @@ async fn limits_and_lockouts_read_as_the_gates_keep_them() {
     let data = |v: &serde_json::Value| v["data"].as_array().unwrap().clone();
 
     // Nothing counted yet: empty lists, and a key never seen is whole.
-    let v = json(&api(&c, &gw, "GET", "/api/v1/limits", Some(TOKEN)).await);
+    let v = get_json(&c, &gw, "/api/v1/limits").await;
     assert_eq!((v["total"].clone(), data(&v).len()), (0.into(), 0));
     let r = api(
         &c,
@@ -418,30 +423,12 @@ async fn limits_and_lockouts_read_as_the_gates_keep_them() {
     for _ in 0..3 {
         assert_eq!(get(&c, &gw.url("/open")).await.status, 200);
     }
-    let v = json(
-        &api(
-            &c,
-            &gw,
-            "GET",
-            "/api/v1/limits/per-ip/127.0.0.1",
-            Some(TOKEN),
-        )
-        .await,
-    );
+    let v = get_json(&c, &gw, "/api/v1/limits/per-ip/127.0.0.1").await;
     assert_eq!(v["remaining"], 1, "{v}");
     assert_eq!(v["windowSeconds"], 60);
     assert!(v["resetSeconds"].as_u64().unwrap() > 0);
     get(&c, &gw.url("/open")).await;
-    let v = json(
-        &api(
-            &c,
-            &gw,
-            "GET",
-            "/api/v1/limits/per-ip/127.0.0.1",
-            Some(TOKEN),
-        )
-        .await,
-    );
+    let v = get_json(&c, &gw, "/api/v1/limits/per-ip/127.0.0.1").await;
     assert_eq!(
         (v["remaining"].clone(), v["limited"].clone()),
         (0.into(), true.into())
@@ -460,16 +447,7 @@ async fn limits_and_lockouts_read_as_the_gates_keep_them() {
             .unwrap();
         assert_eq!(send(&c, req).await.status, 200);
     }
-    let v = json(
-        &api(
-            &c,
-            &gw,
-            "GET",
-            "/api/v1/limits/per-tenant/acme",
-            Some(TOKEN),
-        )
-        .await,
-    );
+    let v = get_json(&c, &gw, "/api/v1/limits/per-tenant/acme").await;
     assert_eq!(v["algorithm"], "sliding-window");
     assert_eq!(
         (v["remaining"].clone(), v["limited"].clone()),
@@ -477,7 +455,7 @@ async fn limits_and_lockouts_read_as_the_gates_keep_them() {
     );
 
     // Both keys listed once, the fewest left first.
-    let v = json(&api(&c, &gw, "GET", "/api/v1/limits", Some(TOKEN)).await);
+    let v = get_json(&c, &gw, "/api/v1/limits").await;
     let list = data(&v);
     assert_eq!(list.len(), 2, "{v}");
     assert_eq!(
@@ -488,16 +466,7 @@ async fn limits_and_lockouts_read_as_the_gates_keep_them() {
         (list[1]["policy"].clone(), list[1]["key"].clone()),
         ("per-tenant".into(), "acme".into())
     );
-    let v = json(
-        &api(
-            &c,
-            &gw,
-            "GET",
-            "/api/v1/limits?sortBy=key&sortOrder=desc&limit=1",
-            Some(TOKEN),
-        )
-        .await,
-    );
+    let v = get_json(&c, &gw, "/api/v1/limits?sortBy=key&sortOrder=desc&limit=1").await;
     assert_eq!(
         (data(&v)[0]["key"].clone(), v["totalPages"].clone()),
         ("acme".into(), 2.into())
@@ -532,16 +501,7 @@ async fn limits_and_lockouts_read_as_the_gates_keep_them() {
         attempt("bob").await;
     }
     attempt("carol").await;
-    let v = json(
-        &api(
-            &c,
-            &gw,
-            "GET",
-            "/api/v1/lockouts?sortBy=failures&sortOrder=desc",
-            Some(TOKEN),
-        )
-        .await,
-    );
+    let v = get_json(&c, &gw, "/api/v1/lockouts?sortBy=failures&sortOrder=desc").await;
     let list = data(&v);
     assert_eq!(list.len(), 2, "{v}");
     assert_eq!(list[0]["account"], "bob");
@@ -562,11 +522,11 @@ async fn limits_and_lockouts_read_as_the_gates_keep_them() {
             .status,
         204
     );
-    let v = json(&api(&c, &gw, "GET", "/api/v1/lockouts", Some(TOKEN)).await);
+    let v = get_json(&c, &gw, "/api/v1/lockouts").await;
     assert_eq!(data(&v).len(), 1, "{v}");
 
     // The documented paths are there.
-    let doc = json(&api(&c, &gw, "GET", "/api/v1/openapi.json", Some(TOKEN)).await);
+    let doc = get_json(&c, &gw, "/api/v1/openapi.json").await;
     for p in [
         "/api/v1/limits",
         "/api/v1/limits/{policy}/{key}",
@@ -588,19 +548,19 @@ async fn status_routes_latency_and_the_dashboard_assets() {
     for _ in 0..3 {
         get(&c, &gw.url("/open")).await;
     }
-    let v = json(&api(&c, &gw, "GET", "/api/v1/status", Some(TOKEN)).await);
+    let v = get_json(&c, &gw, "/api/v1/status").await;
     assert_eq!(v["configVersion"], 1);
     assert_eq!(v["routes"], 3);
     assert!(v["loadedAt"].as_str().unwrap().ends_with('Z'), "{v}");
     assert_eq!(v["lastReload"], serde_json::Value::Null);
     let r = api(&c, &gw, "POST", "/api/v1/reload", Some(TOKEN)).await;
     assert_eq!(r.status, 200, "{}", r.body);
-    let v = json(&api(&c, &gw, "GET", "/api/v1/status", Some(TOKEN)).await);
+    let v = get_json(&c, &gw, "/api/v1/status").await;
     assert_eq!(v["configVersion"], 2);
     assert_eq!(v["lastReload"]["ok"], true);
 
     // The route has its latency quantiles and the component's time.
-    let v = json(&api(&c, &gw, "GET", "/api/v1/routes/open", Some(TOKEN)).await);
+    let v = get_json(&c, &gw, "/api/v1/routes/open").await;
     let p50 = v["latencyMs"]["p50"].as_f64().unwrap();
     let p99 = v["latencyMs"]["p99"].as_f64().unwrap();
     assert!(p50 > 0.0 && p50 <= p99, "{v}");
