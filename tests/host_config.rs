@@ -92,6 +92,11 @@ fn invalid_configs_exit_nonzero_naming_the_problem() {
             "server.listen[0]",
         ),
         (
+            "too many I/O workers",
+            "[server]\nlisten = [\"LISTEN\"]\nworkers = 1000\n[[route]]\norigin = \"http://127.0.0.1:1\"\n".into(),
+            "server.workers: must be between 0 and 256 (got 1000)",
+        ),
+        (
             "bad trusted proxy",
             "[server]\nlisten = [\"LISTEN\"]\ntrusted_proxies = [\"10.0.0.0/33\"]\n[[route]]\norigin = \"http://127.0.0.1:1\"\n".into(),
             "server.trusted_proxies[0]: `10.0.0.0/33` is not an IP address or CIDR block",

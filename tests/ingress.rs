@@ -352,3 +352,48 @@ async fn responses_are_compressed_only_where_they_should_be() {
         "an encoded body was re-encoded"
     );
 }
+
+/// Both I/O models (one runtime per core with its own `SO_REUSEPORT`
+/// socket, the default; and `workers = 0`, one shared multi-threaded
+/// runtime) serve 64 concurrent keep-alive connections with the chain's
+/// effects, and every connection's origin pool reuses its connections.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn both_io_models_serve_many_connections_with_the_chain() {
+    for workers in ["", "workers = 3\n", "workers = 0\n"] {
+        let origin = Origin::start().await;
+        let cfg = framing_config(&origin.url()).replacen(
+            "[server]\n",
+            &format!("[server]\n{workers}"),
+            1,
+        );
+        let gw = Gateway::start(&cfg);
+        let mut tasks = Vec::new();
+        for _ in 0..64 {
+            // A client of its own per task: one keep-alive connection each.
+            let (c, url) = (client(), gw.url("/x"));
+            tasks.push(tokio::spawn(async move {
+                let mut ok = 0;
+                for _ in 0..10 {
+                    let r = get(&c, &url).await;
+                    if r.status == 200 && r.header("x-content-type-options") == Some("nosniff") {
+                        ok += 1;
+                    }
+                }
+                ok
+            }));
+        }
+        let mut ok = 0;
+        for t in tasks {
+            ok += t.await.unwrap();
+        }
+        assert_eq!(
+            ok, 640,
+            "{workers:?}: every answer, with the chain's header"
+        );
+        assert_eq!(origin.count(), 640);
+        assert!(
+            origin.accepts.load(std::sync::atomic::Ordering::SeqCst) <= 64 * 2,
+            "{workers:?}: origin connections are reused"
+        );
+    }
+}

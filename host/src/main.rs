@@ -235,13 +235,13 @@ async fn run(cfg: config::Config, demo: bool, reload_from: Option<Reload>) -> an
             }
         });
     }
-    let mut listeners = Vec::new();
+    let workers = cfg.workers;
+    let mut bound = Vec::new();
     for addr in &cfg.listen {
-        let tcp = TcpListener::bind(addr)
-            .await
+        let sockets = ingress::bind_reuseport(*addr, workers.max(1))
             .map_err(|e| anyhow::anyhow!("server.listen: cannot bind {addr}: {e}"))?;
-        tracing::info!(addr = %tcp.local_addr()?, "listening");
-        listeners.push(ingress::Listener { tcp, tls: None });
+        tracing::info!(addr = %sockets[0].local_addr()?, "listening");
+        bound.push(ingress::Bound { sockets, tls: None });
     }
     if let Some(settings) = &cfg.tls {
         // Checked by the config already; read again here, for serving.
@@ -249,12 +249,11 @@ async fn run(cfg: config::Config, demo: bool, reload_from: Option<Reload>) -> an
         let acceptor = ingress::tls::acceptor(cert.clone(), settings.tls13_only);
         ingress::tls::reload_on_sighup(cert);
         for addr in &settings.listen {
-            let tcp = TcpListener::bind(addr)
-                .await
+            let sockets = ingress::bind_reuseport(*addr, workers.max(1))
                 .map_err(|e| anyhow::anyhow!("server.tls.listen: cannot bind {addr}: {e}"))?;
-            tracing::info!(addr = %tcp.local_addr()?, "tls listening");
-            listeners.push(ingress::Listener {
-                tcp,
+            tracing::info!(addr = %sockets[0].local_addr()?, "tls listening");
+            bound.push(ingress::Bound {
+                sockets,
                 tls: Some(acceptor.clone()),
             });
         }
@@ -299,7 +298,21 @@ async fn run(cfg: config::Config, demo: bool, reload_from: Option<Reload>) -> an
         tokio::spawn(tollgate::admin::serve(listener, Arc::new(admin)));
     }
     let traces = live.load().traces.clone();
-    ingress::serve(live, listeners, rx).await;
+    if workers == 0 {
+        // One multi-threaded runtime for every connection.
+        let mut listeners = Vec::new();
+        for b in bound {
+            for s in b.sockets {
+                listeners.push(ingress::Listener {
+                    tcp: TcpListener::from_std(s)?,
+                    tls: b.tls.clone(),
+                });
+            }
+        }
+        ingress::serve(live, listeners, rx).await;
+    } else {
+        ingress::serve_workers(live, bound, workers, rx).await;
+    }
     if let Some(t) = traces {
         // Send the spans still buffered before the process exits.
         let _ = tokio::task::spawn_blocking(move || t.shutdown()).await;

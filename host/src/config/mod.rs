@@ -45,6 +45,10 @@ pub struct Config {
     /// Whether filter-capable components take the fast path (default); off,
     /// every middleware runs as a composed `wasi:http` handler.
     pub fast_path: bool,
+    /// I/O worker threads, each with its own runtime and `SO_REUSEPORT`
+    /// socket per listener; 0 serves every connection on one
+    /// multi-threaded runtime. Default: one per core.
+    pub workers: usize,
     pub limits: Limits,
     pub kv: KvLimits,
     pub routes: Vec<Route>,
@@ -228,6 +232,7 @@ struct RawServer {
     cache_dir: Option<String>,
     #[serde(default = "default_fast_path")]
     fast_path: bool,
+    workers: Option<i64>,
     tls: Option<RawTls>,
 }
 
@@ -251,6 +256,7 @@ impl Default for RawServer {
             shutdown_timeout_ms: default_shutdown_ms(),
             cache_dir: None,
             fast_path: default_fast_path(),
+            workers: None,
             tls: None,
         }
     }
@@ -611,12 +617,28 @@ impl Validator {
             shutdown_timeout,
             cache_dir,
             fast_path: raw.server.fast_path,
+            workers: self.workers(raw.server.workers),
             limits,
             kv,
             routes,
             admin_token,
             components: component_list,
             telemetry,
+        }
+    }
+
+    /// `server.workers`: 0 to 256; absent, one per core.
+    fn workers(&mut self, value: Option<i64>) -> usize {
+        match value {
+            None => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            Some(n @ 0..=256) => n as usize,
+            Some(n) => {
+                self.err(
+                    "server.workers",
+                    format_args!("must be between 0 and 256 (got {n})"),
+                );
+                1
+            }
         }
     }
 

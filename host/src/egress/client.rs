@@ -26,10 +26,27 @@ use wasmtime_wasi_http::{Error as HttpError, RequestOptions, WasiBody, WasiHttpH
 
 use crate::config::{Limits, Origin};
 
-/// The shared, pooled client.
+/// The shared client: one connection pool per I/O worker (and one for
+/// every other thread), so a worker's requests reuse connections whose
+/// tasks run on that worker.
 pub struct OriginClient {
-    client: Client<HttpConnector, WasiBody>,
+    clients: Box<[Client<HttpConnector, WasiBody>]>,
     pub response_timeout: Duration,
+}
+
+thread_local! {
+    /// Which I/O worker this thread is (0: none).
+    static WORKER: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// Marks this thread as I/O worker `i` (from 1).
+pub fn set_worker(i: usize) {
+    WORKER.with(|w| w.set(i));
+}
+
+/// How many pools a client keeps: one per possible worker, and one more.
+fn pools() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get()) + 1
 }
 
 type SendResult = Result<
@@ -46,21 +63,30 @@ impl OriginClient {
         connector.set_connect_timeout(Some(limits.origin_connect_timeout));
         connector.set_nodelay(true);
         connector.set_keepalive(Some(Duration::from_secs(60)));
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(90))
-            .pool_max_idle_per_host(limits.origin_idle_connections)
-            .build(connector);
+        let clients = (0..pools())
+            .map(|_| {
+                Client::builder(TokioExecutor::new())
+                    .pool_idle_timeout(Duration::from_secs(90))
+                    .pool_max_idle_per_host(limits.origin_idle_connections)
+                    .build(connector.clone())
+            })
+            .collect();
         Arc::new(Self {
-            client,
+            clients,
             response_timeout: limits.origin_response_timeout,
         })
+    }
+
+    /// This thread's pool.
+    fn client(&self) -> &Client<HttpConnector, WasiBody> {
+        &self.clients[WORKER.with(|w| w.get()) % self.clients.len()]
     }
 
     async fn send_within(&self, mut req: http::Request<WasiBody>, timeout: Duration) -> SendResult {
         strip_hop_by_hop(req.headers_mut());
         // The host's timing protocol stays between the host and the chain.
         req.headers_mut().remove(crate::timing::HEADER);
-        let res = tokio::time::timeout(timeout, self.client.request(req))
+        let res = tokio::time::timeout(timeout, self.client().request(req))
             .await
             .map_err(|_| HttpError::HttpResponseTimeout)?
             .map_err(classify)?;

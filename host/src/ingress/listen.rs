@@ -46,6 +46,86 @@ pub struct Listener {
 /// one current when it arrives and keeps it to the end.
 pub type Live = Arc<arc_swap::ArcSwap<Gateway>>;
 
+/// Binds `addr` `n` times with `SO_REUSEPORT`, one socket per I/O worker,
+/// so that the kernel spreads connections over the workers. Port 0 is
+/// resolved by the first bind and reused by the others.
+pub fn bind_reuseport(addr: SocketAddr, n: usize) -> std::io::Result<Vec<std::net::TcpListener>> {
+    let mut out: Vec<std::net::TcpListener> = Vec::with_capacity(n);
+    let mut at = addr;
+    for _ in 0..n.max(1) {
+        let socket = socket2::Socket::new(
+            socket2::Domain::for_address(at),
+            socket2::Type::STREAM,
+            Some(socket2::Protocol::TCP),
+        )?;
+        socket.set_reuse_address(true)?;
+        socket.set_reuse_port(true)?;
+        socket.set_nonblocking(true)?;
+        socket.bind(&at.into())?;
+        socket.listen(1024)?;
+        let l: std::net::TcpListener = socket.into();
+        at = l.local_addr()?;
+        out.push(l);
+    }
+    Ok(out)
+}
+
+/// A listener bound once per worker, and the TLS it speaks.
+pub struct Bound {
+    pub sockets: Vec<std::net::TcpListener>,
+    pub tls: Option<TlsAcceptor>,
+}
+
+/// Serves on `workers` threads, each with a single-threaded runtime of
+/// its own and one socket of each listener (nginx's model): a
+/// connection, its requests and the origin connections they use stay on
+/// one thread, with no cross-thread wake-ups. Returns once every worker
+/// has drained after `shutdown`.
+pub async fn serve_workers(
+    live: Live,
+    bound: Vec<Bound>,
+    workers: usize,
+    shutdown: watch::Receiver<bool>,
+) {
+    let mut per_worker: Vec<Vec<(std::net::TcpListener, Option<TlsAcceptor>)>> =
+        (0..workers).map(|_| Vec::new()).collect();
+    for b in bound {
+        for (i, s) in b.sockets.into_iter().enumerate() {
+            per_worker[i % workers].push((s, b.tls.clone()));
+        }
+    }
+    let mut done = Vec::new();
+    for (i, sockets) in per_worker.into_iter().enumerate() {
+        let (live, shutdown) = (live.clone(), shutdown.clone());
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        std::thread::Builder::new()
+            .name(format!("tollgate-io-{i}"))
+            .spawn(move || {
+                crate::egress::client::set_worker(i + 1);
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("starting an I/O worker's runtime");
+                rt.block_on(async move {
+                    let listeners = sockets
+                        .into_iter()
+                        .map(|(s, tls)| Listener {
+                            tcp: TcpListener::from_std(s).expect("a bound socket"),
+                            tls,
+                        })
+                        .collect();
+                    serve(live, listeners, shutdown).await;
+                });
+                let _ = tx.send(());
+            })
+            .expect("starting an I/O worker");
+        done.push(rx);
+    }
+    for rx in done {
+        let _ = rx.await;
+    }
+}
+
 /// Serves `listeners` until `shutdown` flips, then drains in-flight
 /// requests for up to the configured grace period.
 pub async fn serve(live: Live, listeners: Vec<Listener>, mut shutdown: watch::Receiver<bool>) {

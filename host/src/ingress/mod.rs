@@ -16,5 +16,5 @@ mod request;
 pub mod spin_headers;
 pub mod tls;
 
-pub use listen::{Listener, Live, serve};
+pub use listen::{Bound, Listener, Live, bind_reuseport, serve, serve_workers};
 pub use request::{ResponseBody, handle, valid_request_id};

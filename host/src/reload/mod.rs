@@ -142,6 +142,9 @@ fn fixed_changes(old: &Config, new: &Config) -> Vec<String> {
     if old.listen != new.listen {
         out.push(format!("server.listen: {restart}"));
     }
+    if old.workers != new.workers {
+        out.push(format!("server.workers: {restart}"));
+    }
     if old.admin_listen != new.admin_listen {
         out.push(format!("server.admin_listen: {restart}"));
     }
