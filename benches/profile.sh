@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Where a live gateway's time goes: runs the load bench's full-chain
-# Tollgate against the fixed demo origin on loopback, drives it with wrk
+# Tollgate (CHAIN=empty: the empty chain) against the fixed demo origin on loopback, drives it with wrk
 # for DURATION seconds (default 5) at CONNS connections (default 1), and
 # records it with perf (cpu-clock, call graphs). Guest functions are named
 # (TOLLGATE_PERFMAP=1 makes wasmtime write /tmp/perf-PID.map).
@@ -10,15 +10,16 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 CONNS=${1:-1}
+FULL=$([ "${CHAIN:-full}" = empty ] && echo False || echo True)
 DURATION=${DURATION:-5}
 cargo build --release -p tollgate
 tmp=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$tmp"' EXIT
-python3 - "$tmp" <<'PY'
+python3 - "$tmp" "$FULL" <<'PY'
 import importlib.util, sys
 spec = importlib.util.spec_from_file_location("load", "benches/load.py")
 m = importlib.util.module_from_spec(spec); spec.loader.exec_module(m)
-open(sys.argv[1] + "/full.toml", "w").write(m.tollgate_config(18181, 18180, True))
+open(sys.argv[1] + "/full.toml", "w").write(m.tollgate_config(18181, 18180, sys.argv[2] == "True"))
 PY
 target/release/tollgate demo-origin --fixed --listen 127.0.0.1:18180 2>/dev/null &
 TOLLGATE_PERFMAP=1 RUST_LOG=warn target/release/tollgate serve --config "$tmp/full.toml" 2>/dev/null &
