@@ -7,8 +7,8 @@
 //! Prometheus has the same numbers as histograms for a scraper to turn
 //! into rates and quantiles; these are the API's own, summed since start.
 
+use std::sync::RwLock;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 /// Upper bounds of the latency buckets, in microseconds; one more bucket
@@ -27,7 +27,7 @@ pub struct RouteCounts {
     pub limited: AtomicU64,
     pub server_error: AtomicU64,
     latency: [AtomicU64; BOUNDS_US.len() + 1],
-    components: RwLock<Vec<Arc<ComponentTime>>>,
+    components: RwLock<Vec<ComponentTime>>,
 }
 
 /// One component's time on a route.
@@ -56,28 +56,27 @@ impl RouteCounts {
 
     /// The time one component took on one request.
     pub fn record_component(&self, name: &str, took: Duration) {
-        let known = self
-            .components
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .iter()
-            .find(|c| c.name == name)
-            .cloned();
-        let c = known.unwrap_or_else(|| {
-            let mut list = self.components.write().unwrap_or_else(|p| p.into_inner());
+        let add = |c: &ComponentTime| {
+            c.calls.fetch_add(1, Ordering::Relaxed);
+            c.nanos.fetch_add(took.as_nanos() as u64, Ordering::Relaxed);
+        };
+        {
+            let list = self.components.read().unwrap_or_else(|p| p.into_inner());
             if let Some(c) = list.iter().find(|c| c.name == name) {
-                return c.clone();
+                return add(c);
             }
-            let c = Arc::new(ComponentTime {
+        }
+        // A name not seen before: only now the write lock.
+        let mut list = self.components.write().unwrap_or_else(|p| p.into_inner());
+        if !list.iter().any(|c| c.name == name) {
+            list.push(ComponentTime {
                 name: name.to_owned(),
                 calls: AtomicU64::new(0),
                 nanos: AtomicU64::new(0),
             });
-            list.push(c.clone());
-            c
-        });
-        c.calls.fetch_add(1, Ordering::Relaxed);
-        c.nanos.fetch_add(took.as_nanos() as u64, Ordering::Relaxed);
+        }
+        let c = list.iter().find(|c| c.name == name).expect("just added");
+        add(c);
     }
 
     /// Each component's calls and mean time, in the order first seen.
