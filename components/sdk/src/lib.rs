@@ -31,24 +31,26 @@
 //! tollgate_sdk::Result` that calls [`next`], and exported with
 //! [`export_middleware!`]; it runs on the composed `wasi:http` path only.
 //!
-//! Modules: [`filter`] (the filter API), [`config`] (component variables), [`kv`] (key-value store with
+//! Modules: [`filter`] (the filter API), [`allocator`] (the components' allocator front), [`config`] (component variables), [`kv`] (key-value store with
 //! atomic increment and compare-and-swap), [`problem`] (RFC 9457 answers),
 //! [`request`] (client IP, request id, header helpers), and [`timing`]
 //! (time per component, reported to the host).
 
 /// Every component built on the SDK allocates with talc instead of the
-/// default (wasi-libc's dlmalloc): a filter call makes a few dozen small,
-/// short-lived allocations (the lifted request, header maps, edits), and
-/// dlmalloc's malloc/free were an eighth of a filter pass's time. talc
-/// grows the memory itself and coexists with libc's own heap; a growth the
-/// host's memory cap refuses is an allocation failure, which traps, as
-/// before.
+/// default (wasi-libc's dlmalloc), behind per-size free lists
+/// ([`allocator`]): a filter call makes a few dozen small, short-lived
+/// allocations (the lifted request, header maps, edits), which the lists
+/// serve in a few instructions. talc grows the memory itself and coexists
+/// with libc's own heap; a growth the host's memory cap refuses is an
+/// allocation failure, which traps, as before.
 #[cfg(all(target_family = "wasm", not(target_feature = "atomics")))]
 #[global_allocator]
-static ALLOCATOR: talc::wasm::WasmDynamicTalc = talc::wasm::new_wasm_dynamic_allocator();
+static ALLOCATOR: allocator::Cached<talc::wasm::WasmDynamicTalc> =
+    allocator::Cached::new(talc::wasm::new_wasm_dynamic_allocator());
 
 #[doc(hidden)]
 pub mod abi;
+pub mod allocator;
 pub mod config;
 pub mod filter;
 pub mod kv;
