@@ -177,8 +177,8 @@ pub fn sliding_count<C: Counter>(
     let window = window.max(1);
     let index = now / window;
     let into = now % window;
-    let previous = store.increment(&format!("{key}:{}", index.wrapping_sub(1)), 0)?;
-    let current = store.increment(&format!("{key}:{index}"), 0)?;
+    let previous = store.increment(&window_key(key, index.wrapping_sub(1)), 0)?;
+    let current = store.increment(&window_key(key, index), 0)?;
     let weight = (window - into) as f64 / window as f64;
     Ok((
         (previous as f64 * weight).floor() as i64 + current,
@@ -195,17 +195,40 @@ pub fn sliding_add<C: Counter>(
     n: i64,
 ) -> Result<(), StoreError> {
     let index = now / window.max(1);
-    store.increment(&format!("{key}:{index}"), n).map(|_| ())
+    store.increment(&window_key(key, index), n).map(|_| ())
+}
+
+/// `key:index`: the store key of one window of a sliding count. Built
+/// without `format!`: the gates make several of these per request.
+fn window_key(key: &str, index: u64) -> String {
+    let mut digits = itoa::Buffer::new();
+    let index = digits.format(index);
+    let mut k = String::with_capacity(key.len() + 1 + index.len());
+    k.push_str(key);
+    k.push(':');
+    k.push_str(index);
+    k
+}
+
+/// `"name";a=1;b=2`: a structured-field item with two integer parameters.
+fn item(name: &str, (a, x): (&str, u64), (b, y): (&str, u64)) -> String {
+    let (mut dx, mut dy) = (itoa::Buffer::new(), itoa::Buffer::new());
+    let (x, y) = (dx.format(x), dy.format(y));
+    let mut v = String::with_capacity(name.len() + a.len() + b.len() + x.len() + y.len() + 6);
+    for part in ["\"", name, "\";", a, "=", x, ";", b, "=", y] {
+        v.push_str(part);
+    }
+    v
 }
 
 /// The IETF `RateLimit-Policy` value for a named quota.
 pub fn policy_header(name: &str, q: &Quota) -> String {
-    format!("\"{name}\";q={};w={}", q.rate.max(q.burst), q.window_secs())
+    item(name, ("q", q.rate.max(q.burst)), ("w", q.window_secs()))
 }
 
 /// The IETF `RateLimit` value for a decision.
 pub fn ratelimit_header(name: &str, d: &Decision) -> String {
-    format!("\"{name}\";r={};t={}", d.remaining, d.reset_secs)
+    item(name, ("r", d.remaining), ("t", d.reset_secs))
 }
 
 /// Microseconds since the Unix epoch, from the wall clock.
