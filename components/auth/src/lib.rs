@@ -16,14 +16,18 @@ use tollgate_sdk::filter::{Filter, Request, ResponseEdits, Verdict};
 use tollgate_sdk::kv::{Store, StoreError};
 use tollgate_sdk::limit::{now_micros, sliding_add, sliding_count};
 use tollgate_sdk::problem;
+use tollgate_sdk::HeaderName;
+use tollgate_sdk::http::header::{AUTHORIZATION, WWW_AUTHENTICATE};
 use tollgate_sdk::request::{CLIENT_IP_HEADERS, client_ip, header_str, set_header};
+
+static AUTH_METHOD: HeaderName = HeaderName::from_static("x-auth-method");
 
 type Response = tollgate_sdk::filter::Answer;
 
 /// The one answer every authentication failure gets.
 fn unauthorized(config: &Config) -> Response {
     let mut res = problem::answer(401, "Valid credentials are required.");
-    set_header(res.headers_mut(), "www-authenticate", &config.challenge);
+    set_header(res.headers_mut(), WWW_AUTHENTICATE, &config.challenge);
     res
 }
 
@@ -97,11 +101,15 @@ impl Filter for Config {
     }
 
     fn request_headers(&self) -> Option<Vec<String>> {
-        let mut names: Vec<String> = self.strip_headers.clone();
-        names.extend([self.api_key_header.clone(), "authorization".into()]);
+        let mut names: Vec<String> = self
+            .strip_headers
+            .iter()
+            .map(|h| h.as_str().to_owned())
+            .collect();
+        names.extend([self.api_key_header.as_str().to_owned(), "authorization".into()]);
         names.extend(CLIENT_IP_HEADERS.map(String::from));
         if let Some(l) = &self.lockout {
-            names.push(l.account_header.clone());
+            names.push(l.account_header.as_str().to_owned());
         }
         Some(names)
     }
@@ -127,7 +135,7 @@ fn authenticate(config: &Config, req: &mut Request) -> Result<(), Response> {
     let now = now_micros();
     let headers = req.headers();
     let api_key = header_str(headers, &config.api_key_header).map(str::to_owned);
-    let token = header_str(headers, "authorization")
+    let token = header_str(headers, AUTHORIZATION)
         .and_then(bearer)
         .map(str::to_owned);
     let ip = client_ip(headers);
@@ -200,7 +208,7 @@ fn authenticate(config: &Config, req: &mut Request) -> Result<(), Response> {
     }
     req.set_header(&config.subject_header, &identity);
     req.set_header(&config.scopes_header, &scopes.join(" "));
-    req.set_header("x-auth-method", method);
+    req.set_header(&AUTH_METHOD, method);
     Ok(())
 }
 

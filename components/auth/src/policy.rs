@@ -4,6 +4,7 @@
 
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
+use tollgate_sdk::HeaderName;
 use tollgate_sdk::config::Vars;
 
 use crate::jwt::{self, Alg, Verifier};
@@ -49,7 +50,7 @@ pub struct Lockout {
     pub per_ip: i64,
     pub global: i64,
     pub window_secs: u64,
-    pub account_header: String,
+    pub account_header: HeaderName,
     pub store: String,
 }
 
@@ -63,7 +64,7 @@ impl Lockout {
                 per_ip: v.number("ip_failure_limit", 50)?,
                 global: v.number("global_failure_limit", 10_000)?,
                 window_secs: v.number("lockout_window_secs", 900)?,
-                account_header: v.get_or("account_header", "x-account").to_ascii_lowercase(),
+                account_header: v.header_name("account_header", "x-account")?,
                 store: v.get_or("store", "default").to_owned(),
             })
         } else {
@@ -86,13 +87,13 @@ impl Lockout {
 #[derive(Debug)]
 pub struct Config {
     pub api_keys: Vec<ApiKey>,
-    pub api_key_header: String,
+    pub api_key_header: HeaderName,
     pub jwt: Option<Verifier>,
     pub required_scopes: Vec<String>,
     public_paths: Vec<String>,
-    pub strip_headers: Vec<String>,
-    pub subject_header: String,
-    pub scopes_header: String,
+    pub strip_headers: Vec<HeaderName>,
+    pub subject_header: HeaderName,
+    pub scopes_header: HeaderName,
     pub challenge: String,
     pub lockout: Option<Lockout>,
     /// Whether the API key header travels on to the origin (default: no).
@@ -157,20 +158,16 @@ impl Config {
                     .into(),
             );
         }
-        let subject_header = v
-            .get_or("subject_header", "x-auth-subject")
-            .to_ascii_lowercase();
-        let scopes_header = v
-            .get_or("scopes_header", "x-auth-scopes")
-            .to_ascii_lowercase();
-        let mut strip_headers: Vec<String> = v
+        let subject_header = v.header_name("subject_header", "x-auth-subject")?;
+        let scopes_header = v.header_name("scopes_header", "x-auth-scopes")?;
+        let mut strip_headers = v
             .list(
                 "strip_headers",
                 "x-auth-subject,x-auth-scopes,x-auth-method,x-user-id,x-user,x-remote-user",
             )
-            .into_iter()
-            .map(|h| h.to_ascii_lowercase())
-            .collect();
+            .iter()
+            .map(|h| tollgate_sdk::config::header_name("strip_headers", h))
+            .collect::<Result<Vec<_>, _>>()?;
         // The headers we inject are always stripped first.
         for h in [&subject_header, &scopes_header] {
             if !strip_headers.contains(h) {
@@ -181,7 +178,7 @@ impl Config {
         let lockout = Lockout::parse(v)?;
         Ok(Config {
             api_keys,
-            api_key_header: v.get_or("api_key_header", "x-api-key").to_ascii_lowercase(),
+            api_key_header: v.header_name("api_key_header", "x-api-key")?,
             jwt,
             required_scopes: v
                 .get_or("required_scopes", "")
@@ -349,8 +346,29 @@ mod tests {
             &c.required_scopes
         ));
         // Injected headers are always in the strip list.
-        assert!(c.strip_headers.contains(&"x-auth-subject".to_string()));
+        assert!(c.strip_headers.iter().any(|h| h == "x-auth-subject"));
         assert_eq!(c.challenge, "ApiKey realm=\"tollgate\"");
+    }
+
+    #[test]
+    fn header_names_are_checked_at_init() {
+        let key = ("api_keys", format!("a:{}", sha_hex("k")));
+        let c = Config::parse(&Vars::from_pairs([
+            key.clone(),
+            ("api_key_header", "X-Key".to_string()),
+        ]))
+        .unwrap();
+        assert_eq!(c.api_key_header, "x-key");
+        for (var, bad) in [
+            ("api_key_header", "bad name"),
+            ("subject_header", "x:y"),
+            ("account_header", ""),
+            ("strip_headers", "x-ok, bad\tname"),
+        ] {
+            let e = Config::parse(&Vars::from_pairs([key.clone(), (var, bad.to_string())]))
+                .unwrap_err();
+            assert_eq!(e, format!("variable `{var}`: must be a valid header name"));
+        }
     }
 
     #[test]

@@ -13,7 +13,12 @@ use policy::{Config, is_preflight};
 use tollgate_sdk::config::Vars;
 use tollgate_sdk::filter::{Filter, Request, ResponseEdits, Verdict};
 use tollgate_sdk::problem;
-use tollgate_sdk::request::{REQUEST_ID, header_str, request_id, set_header};
+use tollgate_sdk::http::header::{
+    ACCESS_CONTROL_ALLOW_CREDENTIALS, ACCESS_CONTROL_ALLOW_HEADERS, ACCESS_CONTROL_ALLOW_METHODS,
+    ACCESS_CONTROL_ALLOW_ORIGIN, ACCESS_CONTROL_EXPOSE_HEADERS, ACCESS_CONTROL_MAX_AGE,
+    ACCESS_CONTROL_REQUEST_METHOD, ORIGIN, SET_COOKIE,
+};
+use tollgate_sdk::request::{REQUEST_ID, REQUEST_ID_NAME, header_str, request_id, set_header};
 use tollgate_sdk::{HeaderMap, HeaderValue};
 
 impl Filter for Config {
@@ -49,18 +54,18 @@ impl Filter for Config {
         };
         // A value that is not text is kept as it came.
         let hardened: Vec<(&HeaderValue, Option<String>)> = headers
-            .get_all("set-cookie")
+            .get_all(SET_COOKIE)
             .iter()
             .map(|v| (v, v.to_str().ok().and_then(|c| policy.harden(c))))
             .collect();
         if hardened.iter().all(|(_, new)| new.is_none()) {
             return;
         }
-        res.remove("set-cookie");
+        res.remove(SET_COOKIE);
         for (original, new) in hardened {
             match new {
-                Some(new) => res.append("set-cookie", &new),
-                None => res.append_value("set-cookie", original.clone()),
+                Some(new) => res.append(SET_COOKIE, &new),
+                None => res.append_value(SET_COOKIE, original.clone()),
             }
         }
     }
@@ -73,7 +78,7 @@ impl Filter for Config {
             res.remove(name);
         }
         for (name, value) in &self.security {
-            res.set(name, value);
+            res.set(*name, value);
         }
         if self.cors.is_some() {
             // Responses differ by Origin whenever CORS is on: caches must know.
@@ -92,9 +97,9 @@ impl Filter for Config {
         let id = request_id(req.headers())
             .map(str::to_owned)
             .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-        req.set_header(REQUEST_ID, &id);
+        req.set_header(&REQUEST_ID_NAME, &id);
 
-        let origin = header_str(req.headers(), "origin");
+        let origin = header_str(req.headers(), ORIGIN);
         let grant = match (&self.cors, origin) {
             (Some(cors), Some(o)) => cors.grant(o),
             _ => None,
@@ -103,7 +108,7 @@ impl Filter for Config {
             && is_preflight(
                 req.method().as_str(),
                 origin.is_some(),
-                req.headers().contains_key("access-control-request-method"),
+                req.headers().contains_key(ACCESS_CONTROL_REQUEST_METHOD),
             );
         finish(res, self, grant.as_ref(), &id);
         if !preflight {
@@ -112,9 +117,9 @@ impl Filter for Config {
         let mut answer = problem::empty_answer(204);
         if let (Some(cors), Some(_)) = (&self.cors, &grant) {
             let h = answer.headers_mut();
-            set_header(h, "access-control-allow-methods", &cors.methods);
-            set_header(h, "access-control-allow-headers", &cors.headers);
-            set_header(h, "access-control-max-age", &cors.max_age.to_string());
+            set_header(h, ACCESS_CONTROL_ALLOW_METHODS, &cors.methods);
+            set_header(h, ACCESS_CONTROL_ALLOW_HEADERS, &cors.headers);
+            set_header(h, ACCESS_CONTROL_MAX_AGE, &cors.max_age.to_string());
         }
         Verdict::Answer(answer)
     }
@@ -123,12 +128,12 @@ impl Filter for Config {
 /// The per-request response edits (after the fixed ones), for preflights
 /// and forwarded requests alike: the request id and the CORS grant.
 fn finish(res: &mut ResponseEdits, config: &Config, grant: Option<&policy::CorsGrant>, id: &str) {
-    res.set(REQUEST_ID, id);
+    res.set(&REQUEST_ID_NAME, id);
     if let (Some(cors), Some(g)) = (&config.cors, grant) {
-        res.set("access-control-allow-origin", &g.origin);
-        res.set("access-control-expose-headers", &cors.expose);
+        res.set(ACCESS_CONTROL_ALLOW_ORIGIN, &g.origin);
+        res.set(ACCESS_CONTROL_EXPOSE_HEADERS, &cors.expose);
         if g.credentials {
-            res.set("access-control-allow-credentials", "true");
+            res.set(ACCESS_CONTROL_ALLOW_CREDENTIALS, "true");
         }
     }
 }

@@ -15,6 +15,11 @@ use tollgate_sdk::kv::{Store, StoreError};
 use tollgate_sdk::limit::{check_gcra, now_micros, sliding_window};
 use tollgate_sdk::problem;
 use tollgate_sdk::request::{client_ip, header_str, set_header};
+use tollgate_sdk::HeaderName;
+use tollgate_sdk::http::header::RETRY_AFTER;
+
+static RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
+static RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
 
 impl Filter for Config {
     const VARIABLES: &'static [&'static str] = policy::VARIABLES;
@@ -57,15 +62,15 @@ impl Filter for Config {
                 Err(_) if self.fail_open => {}
                 Err(_) => {
                     let mut a = problem::answer(503, "Rate limiting is unavailable; retry later.");
-                    set_header(a.headers_mut(), "retry-after", "1");
+                    set_header(a.headers_mut(), RETRY_AFTER, "1");
                     return Verdict::Answer(a);
                 }
             }
         }
         let verdict = policy::combine(&decisions);
         if !decisions.is_empty() {
-            res.set("ratelimit-policy", &verdict.policy_header);
-            res.set("ratelimit", &verdict.ratelimit_header);
+            res.set(&RATELIMIT_POLICY, &verdict.policy_header);
+            res.set(&RATELIMIT, &verdict.ratelimit_header);
         }
         if verdict.allowed {
             return Verdict::Continue;
@@ -73,7 +78,7 @@ impl Filter for Config {
         let mut a = problem::answer(429, "Too many requests; retry later.");
         set_header(
             a.headers_mut(),
-            "retry-after",
+            RETRY_AFTER,
             &verdict.retry_after_secs.to_string(),
         );
         Verdict::Answer(a)

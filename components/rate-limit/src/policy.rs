@@ -52,7 +52,7 @@ pub struct Config {
     pub algorithm: Algorithm,
     pub fail_open: bool,
     pub store: String,
-    pub identity_header: String,
+    pub identity_header: tollgate_sdk::HeaderName,
     pub route_name: String,
 }
 
@@ -99,9 +99,7 @@ impl Config {
             algorithm,
             fail_open,
             store: v.get_or("store", "default").to_owned(),
-            identity_header: v
-                .get_or("identity_header", "x-auth-subject")
-                .to_ascii_lowercase(),
+            identity_header: v.header_name("identity_header", "x-auth-subject")?,
             route_name: v.get_or("route_name", "default").to_owned(),
         })
     }
@@ -227,7 +225,7 @@ pub fn headers_read(config: &Config) -> Vec<String> {
     let mut names: Vec<String> = tollgate_sdk::request::CLIENT_IP_HEADERS
         .map(String::from)
         .to_vec();
-    names.push(config.identity_header.clone());
+    names.push(config.identity_header.as_str().to_owned());
     for p in &config.policies {
         for part in &p.key {
             if let KeyPart::Header(h) = part {

@@ -60,10 +60,11 @@ pub fn init<F: Filter>(
 }
 
 pub fn on_request<F: Filter>(cell: &'static Cell<F>, head: wit::RequestHead) -> wit::Verdict {
-    let Some(Ok(Prepared { filter, .. })) = cell.get() else {
+    let Some(Ok(prepared)) = cell.get() else {
         return answer_only(internal_error());
     };
-    let Some(mut req) = request(head) else {
+    let filter = &prepared.filter;
+    let Some(mut req) = request(head, prepared.reads().unwrap_or_default()) else {
         return answer_only(crate::problem::answer(400, "The request is malformed."));
     };
     let mut res = ResponseEdits::default();
@@ -89,10 +90,12 @@ pub fn on_response<F: Filter>(
     status: u16,
     headers: Vec<(String, Vec<u8>)>,
 ) -> Vec<wit::HeaderOp> {
-    let Some(Ok(Prepared { filter, .. })) = cell.get() else {
+    let Some(Ok(prepared)) = cell.get() else {
         return Vec::new();
     };
-    let headers = header_map(headers).unwrap_or_default();
+    let filter = &prepared.filter;
+    let headers = header_map(headers, prepared.response_reads().unwrap_or_default())
+        .unwrap_or_default();
     let mut res = ResponseEdits::default();
     filter.on_response(status, &headers, &mut res);
     ops(res.into_ops())
@@ -114,18 +117,21 @@ fn answer_only(a: http::Response<Bytes>) -> wit::Verdict {
     }
 }
 
-fn header_map(fields: Vec<(String, Vec<u8>)>) -> Option<HeaderMap> {
+/// The header block the host sent. The host sends only the names the
+/// filter declared, so they are taken from its declaration rather than
+/// parsed again; the values keep the memory they were lowered into.
+fn header_map(fields: Vec<(String, Vec<u8>)>, known: &[HeaderName]) -> Option<HeaderMap> {
     let mut map = HeaderMap::with_capacity(fields.len());
     for (n, v) in fields {
         map.append(
-            HeaderName::from_bytes(n.as_bytes()).ok()?,
-            HeaderValue::from_bytes(&v).ok()?,
+            crate::header_name::known_or_parsed(&n, known)?,
+            HeaderValue::from_maybe_shared(Bytes::from(v)).ok()?,
         );
     }
     Some(map)
 }
 
-fn request(head: wit::RequestHead) -> Option<filter::Request> {
+fn request(head: wit::RequestHead, known: &[HeaderName]) -> Option<filter::Request> {
     let method = http::Method::from_bytes(head.method.as_bytes()).ok()?;
     let mut uri = http::Uri::builder();
     if !head.authority.is_empty() {
@@ -137,7 +143,7 @@ fn request(head: wit::RequestHead) -> Option<filter::Request> {
         .path_and_query(head.path_with_query.as_str())
         .build()
         .ok()?;
-    let headers = header_map(head.headers)?;
+    let headers = header_map(head.headers, known)?;
     Some(filter::Request::new(
         method,
         uri,

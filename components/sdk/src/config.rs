@@ -55,6 +55,12 @@ impl Vars {
         list(self.get_or(name, default))
     }
 
+    /// A header name (lower-cased), or `default` when unset; checked here
+    /// so that a name no request can carry fails at startup.
+    pub fn header_name(&self, name: &str, default: &str) -> Result<http::HeaderName, String> {
+        header_name(name, self.get_or(name, default))
+    }
+
     /// A number, or `default` when unset.
     pub fn number<T: std::str::FromStr>(&self, name: &str, default: T) -> Result<T, String> {
         match self.get(name) {
@@ -99,6 +105,11 @@ pub fn list(value: &str) -> Vec<String> {
 }
 
 /// Parses a number, naming the variable in the error.
+pub fn header_name(name: &str, value: &str) -> Result<http::HeaderName, String> {
+    http::HeaderName::from_bytes(value.trim().as_bytes())
+        .map_err(|_| format!("variable `{name}`: must be a valid header name"))
+}
+
 pub fn number<T: std::str::FromStr>(name: &str, value: &str) -> Result<T, String> {
     value
         .trim()

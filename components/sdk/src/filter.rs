@@ -20,6 +20,7 @@ use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Uri};
 
 use crate::config::Vars;
+pub use crate::header_name::Name;
 
 /// A gate policy, written once for both contracts.
 pub trait Filter: Sized + Send + Sync + 'static {
@@ -107,12 +108,9 @@ impl HeaderOp {
     }
 }
 
-/// Parses a header name and value, `None` if either is invalid.
-fn field(name: &str, value: &str) -> Option<(HeaderName, HeaderValue)> {
-    Some((
-        HeaderName::from_bytes(name.as_bytes()).ok()?,
-        HeaderValue::from_str(value).ok()?,
-    ))
+/// Checks a header name and value, `None` if either is invalid.
+fn field(name: impl Name, value: &str) -> Option<(HeaderName, HeaderValue)> {
+    Some((name.header_name()?, HeaderValue::from_str(value).ok()?))
 }
 
 /// The request a filter decides on.
@@ -153,7 +151,7 @@ impl Request {
     }
 
     /// Sets `name` (replacing any values); an invalid name or value is ignored.
-    pub fn set_header(&mut self, name: &str, value: &str) {
+    pub fn set_header(&mut self, name: impl Name, value: &str) {
         if let Some((n, v)) = field(name, value) {
             let op = HeaderOp::Set(n, v);
             op.apply(&mut self.headers);
@@ -162,11 +160,9 @@ impl Request {
     }
 
     /// Removes every value of `name`.
-    pub fn remove_header(&mut self, name: &str) {
-        // Looking up borrows the name; only a header that is there is
-        // worth an owned name for the edit.
-        if self.headers.contains_key(name)
-            && let Ok(n) = HeaderName::from_bytes(name.as_bytes())
+    pub fn remove_header(&mut self, name: impl Name) {
+        if let Some(n) = name.header_name()
+            && self.headers.contains_key(&n)
         {
             let op = HeaderOp::Remove(n);
             op.apply(&mut self.headers);
@@ -186,29 +182,29 @@ pub struct ResponseEdits(Vec<HeaderOp>);
 
 impl ResponseEdits {
     /// Sets `name`, replacing what the response had.
-    pub fn set(&mut self, name: &str, value: &str) {
+    pub fn set(&mut self, name: impl Name, value: &str) {
         if let Some((n, v)) = field(name, value) {
             self.0.push(HeaderOp::Set(n, v));
         }
     }
 
     /// Adds a value to `name`.
-    pub fn append(&mut self, name: &str, value: &str) {
+    pub fn append(&mut self, name: impl Name, value: &str) {
         if let Some((n, v)) = field(name, value) {
             self.0.push(HeaderOp::Append(n, v));
         }
     }
 
     /// Adds a value to `name` as it is (a value taken from a header).
-    pub fn append_value(&mut self, name: &str, value: HeaderValue) {
-        if let Ok(n) = HeaderName::from_bytes(name.as_bytes()) {
+    pub fn append_value(&mut self, name: impl Name, value: HeaderValue) {
+        if let Some(n) = name.header_name() {
             self.0.push(HeaderOp::Append(n, value));
         }
     }
 
     /// Removes `name` from the response.
-    pub fn remove(&mut self, name: &str) {
-        if let Ok(n) = HeaderName::from_bytes(name.as_bytes()) {
+    pub fn remove(&mut self, name: impl Name) {
+        if let Some(n) = name.header_name() {
             self.0.push(HeaderOp::Remove(n));
         }
     }

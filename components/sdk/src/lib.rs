@@ -53,6 +53,7 @@ pub mod abi;
 pub mod allocator;
 pub mod config;
 pub mod filter;
+pub mod header_name;
 pub mod kv;
 pub mod limit;
 pub mod problem;

@@ -57,7 +57,7 @@ impl Filter for Config {
             return refuse(&input);
         }
         let is_json =
-            tollgate_sdk::request::header_str(req.headers(), "content-type").is_some_and(|ct| {
+            tollgate_sdk::request::header_str(req.headers(), tollgate_sdk::http::header::CONTENT_TYPE).is_some_and(|ct| {
                 let ct = ct.to_ascii_lowercase();
                 ct.starts_with("application/json") || ct.contains("+json")
             });
