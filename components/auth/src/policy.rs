@@ -80,7 +80,7 @@ impl Lockout {
 
     /// The store key of an account's failure counter.
     pub fn account_key(account: &str) -> String {
-        format!("tollgate:af:acct:{account}")
+        ["tollgate:af:acct:", account].concat()
     }
 }
 

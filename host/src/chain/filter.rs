@@ -497,16 +497,19 @@ fn fields(headers: &HeaderMap, reads: Option<&[HeaderName]>) -> Vec<(String, Vec
 fn header_map(fields: Vec<(String, Vec<u8>)>) -> Result<HeaderMap, super::ChainError> {
     let mut map = HeaderMap::with_capacity(fields.len());
     for (n, v) in fields {
-        let (n, v) = field(&n, &v)?;
+        let (n, v) = field(&n, v)?;
         map.append(n, v);
     }
     Ok(map)
 }
 
-fn field(n: &str, v: &[u8]) -> Result<(HeaderName, HeaderValue), super::ChainError> {
+/// Checks a header a filter returned; the value keeps the memory it was
+/// lifted into.
+fn field(n: &str, v: Vec<u8>) -> Result<(HeaderName, HeaderValue), super::ChainError> {
     Ok((
         HeaderName::from_bytes(n.as_bytes()).map_err(|_| bad_answer("an invalid header name"))?,
-        HeaderValue::from_bytes(v).map_err(|_| bad_answer("an invalid header value"))?,
+        HeaderValue::from_maybe_shared(Bytes::from(v))
+            .map_err(|_| bad_answer("an invalid header value"))?,
     ))
 }
 
@@ -514,47 +517,59 @@ fn field(n: &str, v: &[u8]) -> Result<(HeaderName, HeaderValue), super::ChainErr
 /// an error; removing a name no header can have is dropped (it would do
 /// nothing).
 fn parse_edits(ops: Vec<wit::HeaderOp>) -> Result<Vec<Edit>, super::ChainError> {
-    let mut edits = Vec::with_capacity(ops.len());
-    for op in ops {
-        edits.push(match op {
-            wit::HeaderOp::Set((n, v)) => {
-                let (n, v) = field(&n, &v)?;
-                Edit::Set(n, v)
-            }
-            wit::HeaderOp::Append((n, v)) => {
-                let (n, v) = field(&n, &v)?;
-                Edit::Append(n, v)
-            }
-            wit::HeaderOp::Remove(n) => match HeaderName::from_bytes(n.as_bytes()) {
-                Ok(n) => Edit::Remove(n),
-                Err(_) => continue,
-            },
-        });
-    }
-    Ok(edits)
+    ops.into_iter()
+        .filter_map(|op| parse_edit(op).transpose())
+        .collect()
+}
+
+/// One op, checked; `None` for a removal of a name no header can have.
+fn parse_edit(op: wit::HeaderOp) -> Result<Option<Edit>, super::ChainError> {
+    Ok(Some(match op {
+        wit::HeaderOp::Set((n, v)) => {
+            let (n, v) = field(&n, v)?;
+            Edit::Set(n, v)
+        }
+        wit::HeaderOp::Append((n, v)) => {
+            let (n, v) = field(&n, v)?;
+            Edit::Append(n, v)
+        }
+        wit::HeaderOp::Remove(n) => match HeaderName::from_bytes(n.as_bytes()) {
+            Ok(n) => Edit::Remove(n),
+            Err(_) => return Ok(None),
+        },
+    }))
 }
 
 fn apply_edits(map: &mut HeaderMap, edits: &[Edit]) {
     for e in edits {
-        match e {
-            Edit::Set(n, v) => {
-                map.insert(n.clone(), v.clone());
-            }
-            Edit::Append(n, v) => {
-                map.append(n.clone(), v.clone());
-            }
-            Edit::Remove(n) => {
-                map.remove(n);
-            }
+        apply_edit(map, e.clone());
+    }
+}
+
+fn apply_edit(map: &mut HeaderMap, edit: Edit) {
+    match edit {
+        Edit::Set(n, v) => {
+            map.insert(n, v);
+        }
+        Edit::Append(n, v) => {
+            map.append(n, v);
+        }
+        Edit::Remove(n) => {
+            map.remove(n);
         }
     }
 }
 
 /// Applies a filter's ops to a header block (the request on its way in,
-/// the response on its way out). Names are case-insensitive; an invalid
-/// name or value fails the request.
+/// the response on its way out), each as it is checked. Names are
+/// case-insensitive; an invalid name or value fails the request (the
+/// block is then dropped with it, so ops already applied do not matter).
 fn apply_to_map(map: &mut HeaderMap, ops: Vec<wit::HeaderOp>) -> Result<(), super::ChainError> {
-    apply_edits(map, &parse_edits(ops)?);
+    for op in ops {
+        if let Some(e) = parse_edit(op)? {
+            apply_edit(map, e);
+        }
+    }
     Ok(())
 }
 
