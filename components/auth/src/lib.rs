@@ -11,13 +11,13 @@ pub mod jwt;
 pub mod policy;
 
 use policy::{Config, Lockout, bearer, has_scopes};
+use tollgate_sdk::HeaderName;
 use tollgate_sdk::config::Vars;
 use tollgate_sdk::filter::{Filter, Request, ResponseEdits, Verdict};
+use tollgate_sdk::http::header::{AUTHORIZATION, WWW_AUTHENTICATE};
 use tollgate_sdk::kv::{Store, StoreError};
 use tollgate_sdk::limit::{now_micros, sliding_add, sliding_count};
 use tollgate_sdk::problem;
-use tollgate_sdk::HeaderName;
-use tollgate_sdk::http::header::{AUTHORIZATION, WWW_AUTHENTICATE};
 use tollgate_sdk::request::{CLIENT_IP_HEADERS, client_ip, header_str, set_header};
 
 static AUTH_METHOD: HeaderName = HeaderName::from_static("x-auth-method");
@@ -106,7 +106,10 @@ impl Filter for Config {
             .iter()
             .map(|h| h.as_str().to_owned())
             .collect();
-        names.extend([self.api_key_header.as_str().to_owned(), "authorization".into()]);
+        names.extend([
+            self.api_key_header.as_str().to_owned(),
+            "authorization".into(),
+        ]);
         names.extend(CLIENT_IP_HEADERS.map(String::from));
         if let Some(l) = &self.lockout {
             names.push(l.account_header.as_str().to_owned());

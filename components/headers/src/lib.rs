@@ -12,12 +12,12 @@ pub mod policy;
 use policy::{Config, is_preflight};
 use tollgate_sdk::config::Vars;
 use tollgate_sdk::filter::{Filter, Request, ResponseEdits, Verdict};
-use tollgate_sdk::problem;
 use tollgate_sdk::http::header::{
     ACCESS_CONTROL_ALLOW_CREDENTIALS, ACCESS_CONTROL_ALLOW_HEADERS, ACCESS_CONTROL_ALLOW_METHODS,
     ACCESS_CONTROL_ALLOW_ORIGIN, ACCESS_CONTROL_EXPOSE_HEADERS, ACCESS_CONTROL_MAX_AGE,
     ACCESS_CONTROL_REQUEST_METHOD, ORIGIN, SET_COOKIE,
 };
+use tollgate_sdk::problem;
 use tollgate_sdk::request::{REQUEST_ID, REQUEST_ID_NAME, header_str, request_id, set_header};
 use tollgate_sdk::{HeaderMap, HeaderValue};
 

@@ -9,14 +9,14 @@
 pub mod policy;
 
 use policy::{Algorithm, Config, Facts};
+use tollgate_sdk::HeaderName;
 use tollgate_sdk::config::Vars;
 use tollgate_sdk::filter::{Filter, Request, ResponseEdits, Verdict};
+use tollgate_sdk::http::header::RETRY_AFTER;
 use tollgate_sdk::kv::{Store, StoreError};
 use tollgate_sdk::limit::{check_gcra, now_micros, sliding_window};
 use tollgate_sdk::problem;
 use tollgate_sdk::request::{client_ip, header_str, set_header};
-use tollgate_sdk::HeaderName;
-use tollgate_sdk::http::header::RETRY_AFTER;
 
 static RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
 static RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");

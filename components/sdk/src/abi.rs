@@ -94,8 +94,8 @@ pub fn on_response<F: Filter>(
         return Vec::new();
     };
     let filter = &prepared.filter;
-    let headers = header_map(headers, prepared.response_reads().unwrap_or_default())
-        .unwrap_or_default();
+    let headers =
+        header_map(headers, prepared.response_reads().unwrap_or_default()).unwrap_or_default();
     let mut res = ResponseEdits::default();
     filter.on_response(status, &headers, &mut res);
     ops(res.into_ops())

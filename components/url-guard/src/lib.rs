@@ -56,11 +56,14 @@ impl Filter for Config {
         if let Some(input) = policy::check_headers(self, headers, resolve) {
             return refuse(&input);
         }
-        let is_json =
-            tollgate_sdk::request::header_str(req.headers(), tollgate_sdk::http::header::CONTENT_TYPE).is_some_and(|ct| {
-                let ct = ct.to_ascii_lowercase();
-                ct.starts_with("application/json") || ct.contains("+json")
-            });
+        let is_json = tollgate_sdk::request::header_str(
+            req.headers(),
+            tollgate_sdk::http::header::CONTENT_TYPE,
+        )
+        .is_some_and(|ct| {
+            let ct = ct.to_ascii_lowercase();
+            ct.starts_with("application/json") || ct.contains("+json")
+        });
         let Some(body) = req.body().filter(|_| is_json) else {
             return Verdict::Continue;
         };
