@@ -1,6 +1,9 @@
 //! The Spin deployment: the repository's own spin.toml, run by
 //! `tollgate up` against a real origin; the origin component's retries;
 //! manifest sources matching what the build produces; manifest errors.
+//! On the fast path the origin component's forwarding is the host's
+//! (`tollgate:gate/upstream`); on the composed path the component's own
+//! `wasi:http` handler forwards, as on Spin: the same behaviour either way.
 
 mod common;
 
@@ -441,7 +444,130 @@ async fn trusted_proxies_app_variable_keeps_the_proxys_forwarding_headers() {
     assert_eq!(seen.headers["x-forwarded-host"], "api.example");
 }
 
+/// Who forwarded shows in the access log: on the fast path the host, which
+/// names the origin endpoint that answered; on the composed path the
+/// component, through `wasi:http/client`, which names none.
+async fn the_fast_path_forwards_from_the_host() {
+    let origin = Origin::start().await;
+    let gw = up(&origin, &[]);
+    let r = send(&client(), with_key(&gw.url("/a"), &[])).await;
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(r.body, "origin saw /a");
+    let log = gw.wait_for_log("access line", |l| l.contains("\"tollgate::access\""));
+    let named = log.contains(&format!("\"endpoint\":\"{}\"", origin.url()));
+    assert_eq!(named, !composed(), "{log}");
+}
+
+/// A path no origin route serves is answered 404, and a body over the
+/// origin component's `max_body_bytes` 413, without reaching the origin;
+/// a served path goes to its route's origin, path and query unchanged.
+async fn unserved_paths_and_oversized_bodies_never_reach_the_origin() {
+    let origin = Origin::start().await;
+    let dir = tempdir::TempDir::new();
+    let path = dir.path().join("spin.toml");
+    std::fs::write(
+        &path,
+        format!(
+            r#"spin_manifest_version = 2
+[application]
+name = "t"
+[[trigger.http]]
+route = "/..."
+component = "app"
+[component.app]
+source = "{app}"
+allowed_outbound_hosts = ["{url}"]
+[component.app.variables]
+origin_routes = "/api={url}"
+max_body_bytes = "10"
+"#,
+            app = wasm("tollgate_origin"),
+            url = origin.url(),
+        ),
+    )
+    .unwrap();
+    let path = path.display().to_string();
+    let mut argv = vec!["up", "-f", path.as_str(), "--listen", "127.0.0.1:0"];
+    if composed() {
+        argv.push("--no-fast-path");
+    }
+    let gw = Gateway::spawn(&argv, &[], dir, false);
+    let c = client();
+
+    let r = get(&c, &gw.url("/other")).await;
+    assert_eq!(r.status, 404, "{r:?}");
+    let post = |n: usize| {
+        http::Request::post(gw.url("/api/upload"))
+            .body(http_body_util::Full::new(bytes::Bytes::from(vec![b'x'; n])))
+            .unwrap()
+    };
+    let r = send(&c, post(11)).await;
+    assert_eq!(r.status, 413, "{r:?}");
+    assert_eq!(origin.count(), 0);
+
+    let r = get(&c, &gw.url("/api/items?x=1")).await;
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(r.body, "origin saw /api/items");
+    let seen = origin.last();
+    assert_eq!(seen.path, "/api/items");
+    assert_eq!(
+        Some(seen.headers["host"].as_str()),
+        origin.url().strip_prefix("http://")
+    );
+    assert_eq!(send(&c, post(10)).await.status, 200);
+    assert_eq!(origin.count(), 2);
+}
+
+/// The origin component's variables are checked when `tollgate up` starts
+/// (its `init`), and the origins it declares must be allowed outbound
+/// hosts; either failure stops startup with exit 2, naming the component.
+#[test]
+fn the_origin_components_configuration_is_checked_at_startup() {
+    let keys = format!("alice:{}", sha_hex("alice-key"));
+    let out = Command::new(tollgate_bin())
+        .args(["up", "-f"])
+        .arg(repo_root().join("spin.toml"))
+        .args(["--listen", "127.0.0.1:0"])
+        .env("SPIN_VARIABLE_ORIGIN_URL", "http://127.0.0.1:9")
+        .env("SPIN_VARIABLE_API_KEYS", &keys)
+        .env("SPIN_VARIABLE_MAX_ATTEMPTS", "0")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("route[0] component origin:") && stderr.contains("`max_attempts`"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains(&keys), "{stderr}");
+
+    let manifest = format!(
+        r#"spin_manifest_version = 2
+[application]
+name = "t"
+[[trigger.http]]
+route = "/..."
+component = "app"
+[component.app]
+source = "{app}"
+allowed_outbound_hosts = ["http://127.0.0.1:9"]
+[component.app.variables]
+origin_url = "http://127.0.0.1:10"
+"#,
+        app = wasm("tollgate_origin"),
+    );
+    let stderr = up_fails(&manifest, &[]);
+    assert!(
+        stderr.contains(
+            "component app: origin `http://127.0.0.1:10` is not in the app's allowed_outbound_hosts"
+        ),
+        "{stderr}"
+    );
+}
+
 on_both_paths!(
+    the_fast_path_forwards_from_the_host,
+    unserved_paths_and_oversized_bodies_never_reach_the_origin,
     spin_headers_never_reach_the_origin_and_forwarding_headers_do,
     trusted_proxies_app_variable_keeps_the_proxys_forwarding_headers,
     spin_toml_runs_every_middleware_in_front_of_the_origin_component,

@@ -19,8 +19,9 @@ use crate::admin::gates::Gates;
 use crate::chain::compose::{self, CacheOutcome, Piece};
 use crate::chain::composed::{Chain, ChainHandler, PoolStats};
 use crate::chain::filter::{FILTER, FilterRun, SetupError};
+use crate::chain::primary::{Primary, PrimarySetup, UPSTREAM};
 use crate::chain::sandbox::{self, StoreFactory};
-use crate::chain::{RouteChain, Segment};
+use crate::chain::{End, RouteChain, Segment};
 use crate::config::KvBackendConfig;
 use crate::config::{ComponentSource, Config, Limits};
 use crate::egress::OriginClient;
@@ -313,8 +314,34 @@ async fn finish(
             let stores =
                 StoreFactory::new(&engine, route, client.clone(), services, &config.limits);
             let mut segments = Vec::new();
+            let mut end = match &upstream {
+                Some(u) => End::Upstream(u.clone()),
+                None => End::Answers,
+            };
             for run in plan(route, config.fast_path)? {
                 let segment = match run {
+                    Run::Primary(i) => {
+                        let m = &route.middleware[i];
+                        let (component, _) = compose::compile_cached(
+                            &engine,
+                            &component_bytes(&m.source)?,
+                            config.cache_dir.as_deref(),
+                        )
+                        .with_context(|| {
+                            format!("route `{}`: compiling component `{}`", route.name, m.name)
+                        })?;
+                        let setup = PrimarySetup {
+                            route: &route.name,
+                            component: &m.name,
+                            allowed: &route.allowed_outbound_hosts,
+                            families: metrics.upstream_families(),
+                        };
+                        let primary = Primary::new(&linker, &component, &stores, setup)
+                            .await
+                            .map_err(|e| setup_error(index, route, e))?;
+                        end = End::Primary(primary);
+                        continue;
+                    }
                     Run::Filters(range) => {
                         let mut components = Vec::new();
                         for m in &route.middleware[range] {
@@ -373,7 +400,7 @@ async fn finish(
                 &route.name,
                 names.join(","),
                 segments,
-                upstream.clone(),
+                end,
                 client.clone(),
             )))
         };
@@ -415,23 +442,31 @@ async fn finish(
 enum Run {
     Filters(std::ops::Range<usize>),
     Composed(std::ops::Range<usize>),
+    /// A Spin app's primary whose forwarding the host does (`chain::primary`).
+    Primary(usize),
 }
 
 /// Cuts the middleware list into runs: consecutive filter-capable
 /// components take the fast path (unless `fast_path` is off); the rest
 /// are composed. A Spin app's primary (the last component of a route
-/// without an origin) is always composed.
+/// without an origin) is never a filter: on the fast path, one that
+/// exports the upstream phase is run by the host, any other is composed.
 fn plan(route: &crate::config::Route, fast_path: bool) -> anyhow::Result<Vec<Run>> {
     let n = route.middleware.len();
     let mut runs: Vec<Run> = Vec::new();
     for (i, m) in route.middleware.iter().enumerate() {
         let primary = route.upstream.is_none() && i == n - 1;
-        let filter = fast_path
-            && !primary
-            && compose::exports(&m.name, &component_bytes(&m.source)?)
+        let exports = if fast_path {
+            compose::exports(&m.name, &component_bytes(&m.source)?)
                 .with_context(|| format!("route `{}`", route.name))?
-                .iter()
-                .any(|e| e == FILTER);
+        } else {
+            Vec::new()
+        };
+        if primary && exports.iter().any(|e| e == UPSTREAM) {
+            runs.push(Run::Primary(i));
+            continue;
+        }
+        let filter = !primary && exports.iter().any(|e| e == FILTER);
         match (runs.last_mut(), filter) {
             (Some(Run::Filters(r)), true) | (Some(Run::Composed(r)), false) => r.end = i + 1,
             (_, true) => runs.push(Run::Filters(i..i + 1)),

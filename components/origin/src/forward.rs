@@ -2,6 +2,7 @@
 //! table, which requests may be retried, and the backoff schedule.
 
 use tollgate_sdk::config::Vars;
+use tollgate_sdk::upstream::Peers;
 
 /// Every variable this component reads.
 pub const VARIABLES: &[&str] = &[
@@ -90,6 +91,21 @@ impl Config {
         Ok(config)
     }
 
+    /// The same decisions as the host's upstream phase sees them
+    /// (`tollgate:gate/upstream`): on Tollgate's fast path the host forwards
+    /// by these, on Spin [`crate`]'s handler does.
+    pub fn peers(&self) -> Peers {
+        Peers {
+            routes: self.routes.clone(),
+            response_timeout_ms: self.response_timeout_ms,
+            max_attempts: self.max_attempts,
+            backoff_base_ms: self.backoff_base_ms,
+            backoff_cap_ms: self.backoff_cap_ms,
+            max_body_bytes: self.max_body_bytes,
+            trusted_proxies: self.trusted_proxies.iter().map(|n| n.to_string()).collect(),
+        }
+    }
+
     /// The full URL a request for `path_and_query` goes to, if any route matches.
     pub fn target(&self, path: &str, path_and_query: &str) -> Option<String> {
         self.routes
@@ -158,6 +174,39 @@ mod tests {
         );
         let only = config(&[("origin_routes", "/api=http://api:9000")]);
         assert_eq!(only.target("/other", "/other"), None);
+    }
+
+    #[test]
+    fn peers_carry_the_table_and_the_retry_settings() {
+        let c = config(&[
+            ("origin_url", "http://default:80/"),
+            ("origin_routes", "/api=http://api:9000"),
+            ("max_attempts", "5"),
+            ("backoff_base_ms", "10"),
+            ("backoff_cap_ms", "40"),
+            ("response_timeout_ms", "700"),
+            ("max_body_bytes", "99"),
+            ("trusted_proxies", "10.0.0.0/8, 192.0.2.1"),
+        ]);
+        let p = c.peers();
+        assert_eq!(
+            p.routes,
+            vec![
+                ("/api".to_string(), "http://api:9000".to_string()),
+                (String::new(), "http://default:80".to_string()),
+            ]
+        );
+        assert_eq!(
+            (
+                p.max_attempts,
+                p.backoff_base_ms,
+                p.backoff_cap_ms,
+                p.response_timeout_ms,
+                p.max_body_bytes
+            ),
+            (5, 10, 40, 700, 99)
+        );
+        assert_eq!(p.trusted_proxies, vec!["10.0.0.0/8", "192.0.2.1/32"]);
     }
 
     #[test]

@@ -6,6 +6,10 @@
 //! capped exponential backoff. Spin's `spin-*` headers never reach the
 //! origin; the forwarding headers are set from what Spin reports.
 //!
+//! On Tollgate's fast path the handler does not run: the component also
+//! exports its route table and retry settings (`tollgate:gate/upstream`,
+//! [`peers`]), and the host forwards by them.
+//!
 //! Decisions are in [`forward`] and [`forwarded`].
 
 pub mod forward;
@@ -88,4 +92,10 @@ async fn handle(req: Request) -> tollgate_sdk::Result {
     last.expect("at least one attempt")
 }
 
+/// The upstream phase's view of this component's configuration.
+pub fn peers(v: &tollgate_sdk::config::Vars) -> Result<tollgate_sdk::upstream::Peers, String> {
+    Config::parse(v).map(|c| c.peers())
+}
+
 tollgate_sdk::export_middleware!(handle);
+tollgate_sdk::export_upstream!(peers);

@@ -127,7 +127,10 @@ fn parse_policy(spec: &str) -> Result<Policy, String> {
             "identity" => Ok(KeyPart::Identity),
             "global" => Ok(KeyPart::Global),
             h if h.starts_with("header:") && h.len() > 7 => {
-                Ok(KeyPart::Header(h[7..].to_ascii_lowercase()))
+                // A name no header can have would never match: refused.
+                tollgate_sdk::HeaderName::from_bytes(h[7..].as_bytes())
+                    .map(|n| KeyPart::Header(n.as_str().to_owned()))
+                    .map_err(|_| format!("`{}` is not a valid header name", &h[7..]))
             }
             other => Err(format!("unknown key part `{other}`")),
         })
@@ -346,6 +349,7 @@ mod tests {
             // (found by tests/properties/tests/inputs.rs).
             "x ip 1/18446744073710",
             "x ip 1/307445734561826m",
+            "x header:x:y 1/1s",
         ] {
             let e = Config::parse(&Vars::from_pairs([("policies", bad)])).unwrap_err();
             assert!(e.contains("`policies`"), "{bad}: {e}");
@@ -356,6 +360,24 @@ mod tests {
         ]))
         .unwrap_err();
         assert!(e.contains("`algorithm`"), "{e}");
+    }
+
+    #[test]
+    fn the_identity_header_is_checked_at_init() {
+        let ok = Config::parse(&Vars::from_pairs([
+            ("policies", "a identity 1/1s"),
+            ("identity_header", "X-User"),
+        ]))
+        .unwrap();
+        assert_eq!(ok.identity_header, "x-user");
+        for bad in ["bad name", "x:y", ""] {
+            let e = Config::parse(&Vars::from_pairs([
+                ("policies", "a identity 1/1s"),
+                ("identity_header", bad),
+            ]))
+            .unwrap_err();
+            assert_eq!(e, "variable `identity_header`: must be a valid header name");
+        }
     }
 
     #[test]

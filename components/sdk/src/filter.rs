@@ -161,8 +161,9 @@ impl Request {
 
     /// Removes every value of `name`.
     pub fn remove_header(&mut self, name: impl Name) {
-        if let Some(n) = name.header_name()
-            && self.headers.contains_key(&n)
+        // Looked up first: an absent name costs no parse.
+        if name.is_in(&self.headers)
+            && let Some(n) = name.header_name()
         {
             let op = HeaderOp::Remove(n);
             op.apply(&mut self.headers);

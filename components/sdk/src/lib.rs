@@ -33,8 +33,9 @@
 //!
 //! Modules: [`filter`] (the filter API), [`allocator`] (the components' allocator front), [`config`] (component variables), [`kv`] (key-value store with
 //! atomic increment and compare-and-swap), [`problem`] (RFC 9457 answers),
-//! [`request`] (client IP, request id, header helpers), and [`timing`]
-//! (time per component, reported to the host).
+//! [`request`] (client IP, request id, header helpers), [`timing`]
+//! (time per component, reported to the host), and [`upstream`] (a
+//! primary component's route table, for the host's upstream phase).
 
 /// Every component built on the SDK allocates with talc instead of the
 /// default (wasi-libc's dlmalloc), behind per-size free lists
@@ -59,6 +60,7 @@ pub mod limit;
 pub mod problem;
 pub mod request;
 pub mod timing;
+pub mod upstream;
 mod wire;
 
 use bytes::Bytes;

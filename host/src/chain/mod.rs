@@ -8,14 +8,17 @@
 //!   composed path ([`composed`], built by [`compose`]); its innermost
 //!   `next` goes on to the following segment.
 //!
-//! After the last segment comes the route's upstream (or, in a Spin app, the last
-//! composed segment ends in the primary component, which answers).
+//! After the last segment comes the route's [`End`]: its upstream; in a
+//! Spin app on the fast path, the primary component's forwarding, done by
+//! the host ([`primary`]); or, in a Spin app whose primary is composed,
+//! nothing (the last composed segment ends in it, and it answers).
 //! [`sandbox`] holds what every instance shares (engine, store data,
 //! deadline, memory cap, linker) and [`slot`] the per-request record.
 
 pub mod compose;
 pub mod composed;
 pub mod filter;
+pub mod primary;
 pub mod sandbox;
 pub mod slot;
 
@@ -28,6 +31,7 @@ use wasmtime_wasi_http::{Error as HttpError, WasiBody};
 use crate::egress::{OriginClient, RouteUpstream};
 use composed::{ChainHandler, ComposedRequest};
 use filter::FilterRun;
+use primary::Primary;
 use slot::{Failure, RequestSlot};
 
 type Request = http::Request<WasiBody>;
@@ -37,6 +41,16 @@ type Response = http::Response<WasiBody>;
 pub enum Segment {
     Filters(FilterRun),
     Composed(ChainHandler),
+}
+
+/// What comes after a chain's last segment.
+pub enum End {
+    /// The route's upstream.
+    Upstream(Arc<RouteUpstream>),
+    /// A Spin app's primary component, whose forwarding the host does.
+    Primary(Primary),
+    /// A Spin app's primary component, composed into the last segment.
+    Answers,
 }
 
 /// Why a chain did not produce a response.
@@ -61,7 +75,7 @@ pub struct RouteChain {
     /// The route's middleware names, in order (for logs and metrics).
     pub components: String,
     segments: Vec<Segment>,
-    upstream: Option<Arc<RouteUpstream>>,
+    end: End,
     client: Arc<OriginClient>,
     /// Whether a composed segment (whose SDK middleware report their own
     /// times) is in the chain.
@@ -104,7 +118,7 @@ impl RouteChain {
         route: &str,
         components: String,
         segments: Vec<Segment>,
-        upstream: Option<Arc<RouteUpstream>>,
+        end: End,
         client: Arc<OriginClient>,
     ) -> Self {
         let has_composed = segments.iter().any(|s| matches!(s, Segment::Composed(_)));
@@ -114,7 +128,7 @@ impl RouteChain {
             route: route.to_owned(),
             components,
             segments,
-            upstream,
+            end,
             client,
             has_composed,
         }
@@ -133,8 +147,8 @@ impl RouteChain {
     ) -> Pin<Box<dyn Future<Output = Result<Response, ChainError>> + Send + 'a>> {
         Box::pin(async move {
             match self.segments.get(from) {
-                None => match &self.upstream {
-                    Some(upstream) => {
+                None => match &self.end {
+                    End::Upstream(upstream) => {
                         let forwarded = upstream
                             .forward(&self.client, req, slot.deadline(), slot.trace())
                             .await;
@@ -143,23 +157,23 @@ impl RouteChain {
                         }
                         forwarded.result.map_err(ChainError::Origin)
                     }
-                    None => Err(ChainError::Origin(HttpError::DestinationNotFound)),
+                    End::Primary(primary) => primary.forward(&self.client, req, slot).await,
+                    End::Answers => Err(ChainError::Origin(HttpError::DestinationNotFound)),
                 },
                 Some(Segment::Filters(run)) => {
                     run.handle(req, slot, |req| self.run(from + 1, req, slot))
                         .await
                 }
                 Some(Segment::Composed(handler)) => {
-                    // Without an upstream, the last segment answers itself.
+                    // Before `End::Answers`, the last segment answers itself.
                     let next = from + 1;
-                    let downstream =
-                        (next < self.segments.len() || self.upstream.is_some()).then(|| {
-                            Downstream {
-                                chain: self.clone(),
-                                from: next,
-                                slot: slot.clone(),
-                            }
-                        });
+                    let downstream = (next < self.segments.len()
+                        || !matches!(self.end, End::Answers))
+                    .then(|| Downstream {
+                        chain: self.clone(),
+                        from: next,
+                        slot: slot.clone(),
+                    });
                     let request = ComposedRequest {
                         slot: slot.clone(),
                         downstream,

@@ -260,6 +260,7 @@ impl Validator {
                 0,
                 u32::MAX.into(),
             ),
+            jitter: true,
         }
     }
 

@@ -32,6 +32,10 @@ pub struct RetryConfig {
     pub budget_window: Duration,
     /// Retries always allowed per window, however quiet the route.
     pub budget_min_retries: u32,
+    /// Whether each wait is a uniform draw below the ceiling (full
+    /// jitter) or the ceiling itself (a primary component's own schedule,
+    /// see `chain/primary.rs`).
+    pub jitter: bool,
 }
 
 impl RetryConfig {
@@ -54,6 +58,7 @@ impl Default for RetryConfig {
             budget_ratio: 0.2,
             budget_window: Duration::from_secs(10),
             budget_min_retries: 3,
+            jitter: true,
         }
     }
 }
@@ -108,13 +113,16 @@ pub fn idempotent(method: &Method) -> bool {
 }
 
 /// The wait before retry number `retry` (0 for the first retry): full
-/// jitter over an exponentially growing, capped ceiling. `unit` is a
-/// uniform draw in `[0, 1)`.
+/// jitter over an exponentially growing, capped ceiling, or without
+/// `jitter` the ceiling. `unit` is a uniform draw in `[0, 1)`.
 pub fn backoff(config: &RetryConfig, retry: u32, unit: f64) -> Duration {
     let ceiling = config
         .backoff_base
         .saturating_mul(1u32 << retry.min(20))
         .min(config.backoff_max);
+    if !config.jitter {
+        return ceiling;
+    }
     ceiling.mul_f64(unit.clamp(0.0, 1.0))
 }
 
@@ -217,6 +225,20 @@ mod tests {
         assert_eq!(backoff(&c, 2, 0.5), Duration::from_millis(50));
         assert_eq!(backoff(&c, 30, 0.5), Duration::from_millis(125));
         assert!(backoff(&c, 3, 0.999) < c.backoff_max);
+    }
+
+    #[test]
+    fn without_jitter_the_wait_is_the_ceiling() {
+        let c = RetryConfig {
+            backoff_base: Duration::from_millis(50),
+            backoff_max: Duration::from_millis(300),
+            jitter: false,
+            ..RetryConfig::default()
+        };
+        let waits: Vec<u64> = (0..5)
+            .map(|n| backoff(&c, n, 0.1).as_millis() as u64)
+            .collect();
+        assert_eq!(waits, vec![50, 100, 200, 300, 300]);
     }
 
     #[test]

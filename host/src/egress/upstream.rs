@@ -191,6 +191,8 @@ pub struct RouteUpstream {
     route: Arc<str>,
     budget: Budget,
     retry_non_idempotent: bool,
+    /// A shorter wait for each response head than the gateway's own.
+    response_timeout: Option<std::time::Duration>,
     retries: Counter,
     retries_refused: Counter,
 }
@@ -220,9 +222,17 @@ impl RouteUpstream {
             route: route.into(),
             upstream,
             retry_non_idempotent,
+            response_timeout: None,
             retries,
             retries_refused,
         }
+    }
+
+    /// Waits at most `timeout` for each attempt's response head (never
+    /// longer than the gateway's own response timeout).
+    pub fn with_response_timeout(mut self, timeout: std::time::Duration) -> Self {
+        self.response_timeout = Some(timeout);
+        self
     }
 
     /// The scheme requests get when a component leaves it out.
@@ -372,7 +382,10 @@ impl RouteUpstream {
             .forward_to(
                 request,
                 &endpoint.origin,
-                remaining.min(client.response_timeout),
+                remaining.min(
+                    self.response_timeout
+                        .map_or(client.response_timeout, |t| t.min(client.response_timeout)),
+                ),
             )
             .await;
         drop(in_flight);
