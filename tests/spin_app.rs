@@ -458,35 +458,36 @@ async fn the_fast_path_forwards_from_the_host() {
     assert_eq!(named, !composed(), "{log}");
 }
 
+/// A Spin app of the origin component alone, allowed to reach `allowed`,
+/// with `variables`; returns its directory and manifest path.
+fn origin_app(allowed: &str, variables: &[(&str, &str)]) -> (tempdir::TempDir, String) {
+    let dir = tempdir::TempDir::new();
+    let path = dir.path().join("spin.toml");
+    let mut text = format!(
+        "spin_manifest_version = 2\n[application]\nname = \"t\"\n[[trigger.http]]\nroute = \"/...\"\ncomponent = \"app\"\n[component.app]\nsource = \"{}\"\nallowed_outbound_hosts = [\"{allowed}\"]\n[component.app.variables]\n",
+        wasm("tollgate_origin")
+    );
+    for (k, v) in variables {
+        text.push_str(&format!("{k} = \"{v}\"\n"));
+    }
+    std::fs::write(&path, text).unwrap();
+    let path = path.display().to_string();
+    (dir, path)
+}
+
 /// A path no origin route serves is answered 404, and a body over the
 /// origin component's `max_body_bytes` 413, without reaching the origin;
 /// a served path goes to its route's origin, path and query unchanged.
 async fn unserved_paths_and_oversized_bodies_never_reach_the_origin() {
     let origin = Origin::start().await;
-    let dir = tempdir::TempDir::new();
-    let path = dir.path().join("spin.toml");
-    std::fs::write(
-        &path,
-        format!(
-            r#"spin_manifest_version = 2
-[application]
-name = "t"
-[[trigger.http]]
-route = "/..."
-component = "app"
-[component.app]
-source = "{app}"
-allowed_outbound_hosts = ["{url}"]
-[component.app.variables]
-origin_routes = "/api={url}"
-max_body_bytes = "10"
-"#,
-            app = wasm("tollgate_origin"),
-            url = origin.url(),
-        ),
-    )
-    .unwrap();
-    let path = path.display().to_string();
+    let url = origin.url();
+    let (dir, path) = origin_app(
+        &url,
+        &[
+            ("origin_routes", &format!("/api={url}")),
+            ("max_body_bytes", "10"),
+        ],
+    );
     let mut argv = vec!["up", "-f", path.as_str(), "--listen", "127.0.0.1:0"];
     if composed() {
         argv.push("--no-fast-path");
@@ -541,21 +542,11 @@ fn the_origin_components_configuration_is_checked_at_startup() {
     );
     assert!(!stderr.contains(&keys), "{stderr}");
 
-    let manifest = format!(
-        r#"spin_manifest_version = 2
-[application]
-name = "t"
-[[trigger.http]]
-route = "/..."
-component = "app"
-[component.app]
-source = "{app}"
-allowed_outbound_hosts = ["http://127.0.0.1:9"]
-[component.app.variables]
-origin_url = "http://127.0.0.1:10"
-"#,
-        app = wasm("tollgate_origin"),
+    let (_dir, path) = origin_app(
+        "http://127.0.0.1:9",
+        &[("origin_url", "http://127.0.0.1:10")],
     );
+    let manifest = std::fs::read_to_string(path).unwrap();
     let stderr = up_fails(&manifest, &[]);
     assert!(
         stderr.contains(

@@ -9,18 +9,18 @@
 //! `scheme://host[:port]` in the app's `allowed_outbound_hosts`, the
 //! trusted proxies valid networks) and refuses to start otherwise. Per
 //! request: the `spin-*` headers go and the forwarding headers are set from
-//! them ([`crate::ingress::forwarded`]), the body limit and the route table
+//! them (by the component's own rule, linked natively), the body limit and the route table
 //! apply, and the request goes to that origin's [`RouteUpstream`], with the
 //! component's attempts, backoff (no jitter, no budget) and response
 //! timeout.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use http::Uri;
 use http::header::{self, HeaderMap};
-use http::{Uri, uri::Scheme};
 use http_body::Body as _;
 use http_body_util::{BodyExt, Full, Limited};
 use ipnet::IpNet;
@@ -35,7 +35,6 @@ use crate::config::{Origin, parse_origin};
 use crate::egress::client::is_allowed;
 use crate::egress::retry::RetryConfig;
 use crate::egress::{OriginClient, RouteUpstream, Upstream, UpstreamConfig};
-use crate::ingress::forwarded;
 use crate::problem::Problem;
 use crate::telemetry::UpstreamFamilies;
 
@@ -191,8 +190,7 @@ impl Primary {
                 Err(_) => return Ok(problem(Problem::BadRequest, slot)),
             },
         };
-        let authority = parts.uri.authority().map(|a| a.as_str().to_owned());
-        for_origin(&mut parts.headers, authority.as_deref(), &self.trusted);
+        for_origin(&mut parts.headers, &self.trusted);
         let forwarded = upstream
             .forward(
                 client,
@@ -216,47 +214,14 @@ fn matches(prefix: &str, path: &str) -> bool {
             .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
 }
 
-/// The request's headers for the origin: Spin's `spin-*` headers and the
-/// host's client-address header go; the forwarding headers come from what
-/// Spin's trigger reported, and without a client address from it nobody
-/// vouches for the client, so none are set.
-fn for_origin(headers: &mut HeaderMap, authority: Option<&str>, trusted: &[IpNet]) {
-    let text = |h: &HeaderMap, n: &str| h.get(n).and_then(|v| v.to_str().ok()).map(str::to_owned);
-    let peer = text(headers, forwarded::SPIN_CLIENT_ADDR).and_then(|a| {
-        a.parse::<SocketAddr>()
-            .map(|s| s.ip())
-            .ok()
-            .or_else(|| a.parse().ok())
-    });
-    let url = text(headers, "spin-full-url").and_then(|u| u.parse::<Uri>().ok());
-    let spin: Vec<_> = headers
-        .keys()
-        .filter(|n| n.as_str().starts_with("spin-"))
-        .cloned()
-        .collect();
-    for n in spin {
-        headers.remove(n);
-    }
-    headers.remove(forwarded::CLIENT_IP);
+/// The request's headers for the origin, by the origin component's own
+/// rule (`components/origin/src/forwarded.rs`, linked natively, so both
+/// hosts apply the same one): Spin's `spin-*` headers and the host's
+/// client-address header go, and `X-Forwarded-*` come from what Spin's
+/// trigger reported.
+fn for_origin(headers: &mut HeaderMap, trusted: &[IpNet]) {
+    tollgate_origin::forwarded::apply(headers, trusted);
     headers.remove(header::CONNECTION);
-    let Some(peer) = peer else {
-        for n in forwarded::NAMES {
-            headers.remove(n);
-        }
-        return;
-    };
-    let scheme = url
-        .as_ref()
-        .and_then(|u| u.scheme_str())
-        .unwrap_or(Scheme::HTTP.as_str())
-        .to_owned();
-    let host = url
-        .as_ref()
-        .and_then(|u| u.authority())
-        .map(|a| a.as_str().to_owned())
-        .or_else(|| authority.map(str::to_owned))
-        .unwrap_or_default();
-    forwarded::apply(headers, peer, &scheme, &host, trusted);
 }
 
 fn problem(p: Problem, slot: &RequestSlot) -> Response {
@@ -279,57 +244,5 @@ mod tests {
         assert!(matches("/api", "/api/x"));
         assert!(!matches("/api", "/apix"));
         assert!(!matches("/api", "/"));
-    }
-
-    fn spin_request(extra: &[(&str, &str)]) -> HeaderMap {
-        let mut h = HeaderMap::new();
-        for (n, v) in [
-            ("spin-client-addr", "192.0.2.7:50000"),
-            ("spin-full-url", "https://shop.example/api/x?y=1"),
-            ("spin-path-info", "/x"),
-            ("x-tollgate-client-ip", "6.6.6.6"),
-            ("accept", "*/*"),
-        ]
-        .into_iter()
-        .chain(extra.iter().copied())
-        {
-            h.append(
-                http::HeaderName::from_bytes(n.as_bytes()).unwrap(),
-                v.parse().unwrap(),
-            );
-        }
-        h
-    }
-
-    #[test]
-    fn spin_headers_go_and_forwarding_headers_come_from_spin() {
-        let mut h = spin_request(&[("x-forwarded-for", "6.6.6.6")]);
-        for_origin(&mut h, Some("ignored.example"), &[]);
-        assert!(h.keys().all(|n| !n.as_str().starts_with("spin-")));
-        assert!(!h.contains_key("x-tollgate-client-ip"));
-        assert_eq!(h["x-forwarded-for"], "192.0.2.7");
-        assert_eq!(h["x-forwarded-proto"], "https");
-        assert_eq!(h["x-forwarded-host"], "shop.example");
-        assert_eq!(h["accept"], "*/*");
-    }
-
-    #[test]
-    fn a_trusted_proxy_keeps_its_chain() {
-        let mut h = spin_request(&[
-            ("x-forwarded-for", "203.0.113.7"),
-            ("x-forwarded-proto", "http"),
-        ]);
-        for_origin(&mut h, None, &["192.0.2.0/24".parse().unwrap()]);
-        assert_eq!(h["x-forwarded-for"], "203.0.113.7, 192.0.2.7");
-        assert_eq!(h["x-forwarded-proto"], "http");
-    }
-
-    #[test]
-    fn without_spins_client_address_no_forwarding_headers_are_set() {
-        let mut h = HeaderMap::new();
-        h.insert("x-forwarded-for", "6.6.6.6".parse().unwrap());
-        h.insert("x-forwarded-host", "evil.example".parse().unwrap());
-        for_origin(&mut h, Some("a.example"), &[]);
-        assert!(h.is_empty(), "{h:?}");
     }
 }

@@ -22,8 +22,6 @@ pub const SPIN_CLIENT_ADDR: &str = "spin-client-addr";
 const XFF: &str = "x-forwarded-for";
 const XFP: &str = "x-forwarded-proto";
 const XFH: &str = "x-forwarded-host";
-/// The forwarding headers this module sets.
-pub const NAMES: [&str; 3] = [XFF, XFP, XFH];
 
 /// Rewrites the forwarding headers for a request that arrived from `peer`
 /// over `scheme` (`http` or `https`), addressed to `host`.
