@@ -431,9 +431,17 @@ impl Reply {
 
 pub type HttpClient = Client<HttpConnector, Full<Bytes>>;
 
+/// A pooled client. The gateway closes a keep-alive connection that has
+/// been idle for 10 s (hyper's header-read timeout); a client that reuses
+/// one at that instant sends its request into the close and sees
+/// "connection closed before message completed". Keeping the client's
+/// idle timeout below the server's, as well-behaved clients do, rules that
+/// race out, so a failed request in a test is the gateway's doing.
 pub fn client() -> HttpClient {
     Client::builder(TokioExecutor::new())
         .pool_max_idle_per_host(1024)
+        .pool_idle_timeout(Duration::from_secs(5))
+        .pool_timer(hyper_util::rt::TokioTimer::new())
         .build_http()
 }
 
