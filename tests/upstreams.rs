@@ -8,7 +8,8 @@
 //! have reached the origin unless the route allows it; the retry budget
 //! when every endpoint fails; failover under load with ejection, health
 //! checks and recovery; `/readyz` and 503 with no healthy endpoint;
-//! least-request against a slow endpoint; config errors.
+//! least-request against a slow endpoint; config errors; a GET sent into
+//! a keep-alive connection the origin is closing goes once more.
 
 mod common;
 
@@ -672,4 +673,97 @@ fn bad_upstream_configs_stop_startup_naming_the_key() {
         assert_eq!(out.status.code(), Some(2), "{body}: {stderr}");
         assert!(stderr.contains(key), "{body}: {stderr}");
     }
+}
+
+/// An origin that answers the first request on each connection and closes
+/// the connection, unanswered, when a second request arrives on it: the
+/// keep-alive race of an origin closing an idle connection just as the
+/// gateway reuses it, made certain. Counts connections and requests.
+async fn closes_reused_connections() -> (
+    String,
+    Arc<std::sync::atomic::AtomicUsize>,
+    Arc<std::sync::atomic::AtomicUsize>,
+) {
+    use std::sync::atomic::AtomicUsize;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let (conns, requests) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let (c, r) = (conns.clone(), requests.clone());
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let n = c.fetch_add(1, Ordering::SeqCst) + 1;
+            let r = r.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut answered = false;
+                let mut chunk = [0u8; 4096];
+                loop {
+                    let Ok(got) = stream.read(&mut chunk).await else {
+                        return;
+                    };
+                    if got == 0 {
+                        return;
+                    }
+                    buf.extend_from_slice(&chunk[..got]);
+                    let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+                        continue;
+                    };
+                    r.fetch_add(1, Ordering::SeqCst);
+                    if answered {
+                        return; // the second request on this connection: close
+                    }
+                    buf.drain(..end + 4);
+                    let body = format!("connection {n}");
+                    let head = format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n", body.len());
+                    if stream
+                        .write_all(format!("{head}{body}").as_bytes())
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
+                    answered = true;
+                }
+            });
+        }
+    });
+    (url, conns, requests)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_get_sent_into_a_closing_keep_alive_connection_goes_once_more_and_a_post_does_not() {
+    let (url, conns, requests) = closes_reused_connections().await;
+    let gw = Gateway::start(&config(&format!(
+        "[[route]]\nname = \"single\"\norigin = \"{url}\"\n"
+    )));
+    let c = client();
+    let first = get(&c, &gw.url("/a")).await;
+    assert_eq!((first.status, first.body.as_str()), (200, "connection 1"));
+    // Reused: the origin closes it on reading the request; the gateway
+    // sends the GET again on a new connection.
+    let second = get(&c, &gw.url("/b")).await;
+    assert_eq!(
+        (second.status, second.body.as_str()),
+        (200, "connection 2"),
+        "{second:?}"
+    );
+    assert_eq!(requests.load(Ordering::SeqCst), 3);
+    assert_eq!(conns.load(Ordering::SeqCst), 2);
+    // A POST may have been acted on: it is not sent again.
+    let post = send(
+        &c,
+        http::Request::post(gw.url("/c"))
+            .body(Full::new(Bytes::from_static(b"{\"order\":1}")))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(post.status, 502, "{post:?}");
+    assert!(
+        post.body.contains("\"status\":502"),
+        "a problem answer: {}",
+        post.body
+    );
+    assert_eq!(requests.load(Ordering::SeqCst), 4, "the POST went once");
+    assert_eq!(conns.load(Ordering::SeqCst), 2);
 }

@@ -5,6 +5,9 @@
 //! - A reset before the response head, or a status in `on_status`, may
 //!   have reached the origin: only idempotent methods (RFC 9110 §9.2.2)
 //!   are retried, unless the route allows the others.
+//! - With retries off (a single `origin`), only a bodiless idempotent
+//!   request that met a reset goes once more (the keep-alive race, see
+//!   `RouteUpstream::forward_once`).
 //! - A response timeout is never retried: the origin may still be working,
 //!   and the request's deadline is mostly spent.
 //! - The wait is exponential backoff with full jitter: a uniform draw in

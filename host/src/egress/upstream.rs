@@ -266,7 +266,14 @@ impl RouteUpstream {
     }
 
     /// One attempt and no retry (a single origin, or `attempts = 1`): the
-    /// request goes as it is, with nothing copied.
+    /// request goes as it is, with its body never copied.
+    ///
+    /// The one exception is a keep-alive race (RFC 9112 §9.3.1): an origin
+    /// may close an idle pooled connection just as a request goes out on
+    /// it, and the attempt ends in a reset though the origin never saw a
+    /// request it answered. An idempotent request without a body is then
+    /// sent once more, on a fresh connection, as nginx does for a cached
+    /// upstream connection. Its head is kept for that; nothing else is.
     async fn forward_once(
         &self,
         client: &OriginClient,
@@ -278,7 +285,20 @@ impl RouteUpstream {
         let Some(i) = up.pick(up.key(request.headers()), &[], now) else {
             return unavailable();
         };
-        let (result, _) = self.attempt(client, i, request, deadline, now).await;
+        let again = resendable(&request).then(|| ResendHead::of(&request));
+        let (result, outcome) = self.attempt(client, i, request, deadline, now).await;
+        if let (Outcome::Reset, Some(head)) = (outcome, again) {
+            self.retries.inc();
+            tracing::debug!(
+                route = %self.route,
+                endpoint = %up.endpoints[i].name,
+                "the connection closed before a response; sending once more"
+            );
+            let (result, _) = self
+                .attempt(client, i, head.request(), deadline, Instant::now())
+                .await;
+            return self.done(result, &up.endpoints[i]);
+        }
         self.done(result, &up.endpoints[i])
     }
 
@@ -411,6 +431,45 @@ impl RouteUpstream {
             result,
             endpoint: Some(endpoint.name.clone()),
         }
+    }
+}
+
+/// Whether a request whose attempt ended in a reset may go once more
+/// without the route's retry policy: an idempotent method (RFC 9110
+/// §9.2.2) and no body, so nothing has to be held back to send it again.
+fn resendable(request: &http::Request<WasiBody>) -> bool {
+    retry::idempotent(request.method())
+        && http_body::Body::size_hint(request.body()).exact() == Some(0)
+}
+
+/// The head of a bodiless request, kept to send it again.
+struct ResendHead {
+    method: http::Method,
+    uri: http::Uri,
+    version: http::Version,
+    headers: http::HeaderMap,
+}
+
+impl ResendHead {
+    fn of(request: &http::Request<WasiBody>) -> Self {
+        Self {
+            method: request.method().clone(),
+            uri: request.uri().clone(),
+            version: request.version(),
+            headers: request.headers().clone(),
+        }
+    }
+
+    fn request(self) -> http::Request<WasiBody> {
+        let body = http_body_util::Empty::new()
+            .map_err(|never| match never {})
+            .boxed_unsync();
+        let mut req = http::Request::new(body);
+        *req.method_mut() = self.method;
+        *req.uri_mut() = self.uri;
+        *req.version_mut() = self.version;
+        *req.headers_mut() = self.headers;
+        req
     }
 }
 
