@@ -14,7 +14,6 @@
 //! component's attempts, backoff (no jitter, no budget) and response
 //! timeout.
 
-use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -145,15 +144,8 @@ impl Primary {
             routes.push((r.prefix, Arc::new(forward)));
         }
         routes.sort_by_key(|(p, _)| std::cmp::Reverse(p.len()));
-        let trusted = peers
-            .trusted_proxies
-            .iter()
-            .map(|s| {
-                s.parse::<IpNet>()
-                    .or_else(|_| s.parse::<IpAddr>().map(IpNet::from))
-                    .map_err(|_| format!("trusted proxy `{s}` is not an address or network"))
-            })
-            .collect::<Result<_, _>>()?;
+        // The component's own rule, so both hosts read the list alike.
+        let trusted = tollgate_origin::forwarded::parse_trusted(&peers.trusted_proxies)?;
         Ok(Primary {
             routes,
             max_body: usize::try_from(peers.max_body_bytes).unwrap_or(usize::MAX),
