@@ -458,6 +458,38 @@ async fn the_fast_path_forwards_from_the_host() {
     assert_eq!(named, !composed(), "{log}");
 }
 
+/// On the fast path the primary's upstreams are the host's: `/metrics`
+/// shows their endpoints and `/readyz` counts them.
+async fn the_primarys_upstreams_are_watched_on_the_fast_path() {
+    let origin = Origin::start().await;
+    let manifest = repo_root().join("spin.toml").display().to_string();
+    let keys = format!("alice:{}", sha_hex("alice-key"));
+    let url = origin.url();
+    let env = [
+        ("SPIN_VARIABLE_ORIGIN_URL", url.as_str()),
+        ("SPIN_VARIABLE_API_KEYS", keys.as_str()),
+    ];
+    let mut argv = vec!["up", "-f", &manifest, "--listen", "127.0.0.1:0"];
+    argv.extend(["--admin", "127.0.0.1:0"]);
+    if composed() {
+        argv.push("--no-fast-path");
+    }
+    let gw = Gateway::spawn(&argv, &env, tempdir::TempDir::new(), true);
+    let c = client();
+    assert_eq!(send(&c, with_key(&gw.url("/a"), &[])).await.status, 200);
+    let admin = gw.admin.expect("an admin listener");
+    let metrics = get(&c, &format!("http://{admin}/metrics")).await.body;
+    let gauge = metrics.lines().find(|l| {
+        l.starts_with("tollgate_upstream_endpoint_healthy")
+            && l.contains(&format!("endpoint=\"{url}\""))
+    });
+    assert_eq!(gauge.is_some(), !composed(), "{metrics}");
+    if let Some(line) = gauge {
+        assert!(line.ends_with(" 1"), "healthy: {line}");
+    }
+    assert_eq!(get(&c, &format!("http://{admin}/readyz")).await.status, 200);
+}
+
 /// A Spin app of the origin component alone, allowed to reach `allowed`,
 /// with `variables`; returns its directory and manifest path.
 fn origin_app(allowed: &str, variables: &[(&str, &str)]) -> (tempdir::TempDir, String) {
@@ -558,6 +590,7 @@ fn the_origin_components_configuration_is_checked_at_startup() {
 
 on_both_paths!(
     the_fast_path_forwards_from_the_host,
+    the_primarys_upstreams_are_watched_on_the_fast_path,
     unserved_paths_and_oversized_bodies_never_reach_the_origin,
     spin_headers_never_reach_the_origin_and_forwarding_headers_do,
     trusted_proxies_app_variable_keeps_the_proxys_forwarding_headers,

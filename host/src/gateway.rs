@@ -339,6 +339,9 @@ async fn finish(
                         let primary = Primary::new(&linker, &component, &stores, setup)
                             .await
                             .map_err(|e| setup_error(index, route, e))?;
+                        for u in primary.upstreams() {
+                            watched.route_upstream(&route.name, u.clone());
+                        }
                         end = End::Primary(primary);
                         continue;
                     }

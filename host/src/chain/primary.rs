@@ -153,6 +153,12 @@ impl Primary {
         })
     }
 
+    /// The upstream behind each declared prefix, for `/readyz` and the
+    /// endpoint gauges.
+    pub fn upstreams(&self) -> impl Iterator<Item = &Arc<crate::egress::Upstream>> {
+        self.routes.iter().map(|(_, forward)| &forward.upstream)
+    }
+
     /// Forwards `req` as the component would: forwarding headers, body
     /// limit, route table, then the origin with retries.
     pub async fn forward(
