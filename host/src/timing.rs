@@ -43,16 +43,16 @@ impl Reporters {
 }
 
 /// The header both ways: a request for timings, and the timings.
-pub const HEADER: &str = "x-tollgate-timing";
+pub const HEADER: http::HeaderName = http::HeaderName::from_static("x-tollgate-timing");
 
 /// Removes the timings from a chain's response: (component, seconds).
 pub fn take(headers: &mut HeaderMap) -> Vec<(String, f64)> {
     let mut out = Vec::new();
-    for value in headers.get_all(HEADER) {
+    for value in headers.get_all(&HEADER) {
         let Ok(text) = value.to_str() else { continue };
         out.extend(text.split(',').filter_map(parse_entry));
     }
-    headers.remove(HEADER);
+    headers.remove(&HEADER);
     out
 }
 

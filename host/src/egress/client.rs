@@ -282,8 +282,18 @@ const HOP_BY_HOP: [HeaderName; 8] = [
     header::UPGRADE,
 ];
 
+const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+
 /// Removes hop-by-hop headers, including any that `Connection` names.
+/// Most messages carry none, so one pass over the names comes first: a
+/// removal hashes its name even when nothing is there.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    if !headers
+        .keys()
+        .any(|k| HOP_BY_HOP.contains(k) || *k == PROXY_CONNECTION)
+    {
+        return;
+    }
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
@@ -294,7 +304,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     for name in named.iter().chain(HOP_BY_HOP.iter()) {
         headers.remove(name);
     }
-    headers.remove("proxy-connection");
+    headers.remove(PROXY_CONNECTION);
 }
 
 #[cfg(test)]
@@ -327,6 +337,13 @@ mod tests {
         strip_hop_by_hop(&mut h);
         assert_eq!(h.len(), 1);
         assert!(h.contains_key("x-keep"));
+        // Any one of them alone is enough to be found.
+        for name in HOP_BY_HOP.iter().chain([&PROXY_CONNECTION]) {
+            h.insert(name, "1".parse().unwrap());
+            strip_hop_by_hop(&mut h);
+            assert!(!h.contains_key(name), "{name} kept");
+            assert_eq!(h.len(), 1);
+        }
     }
 
     #[test]

@@ -8,27 +8,35 @@
 
 use std::net::IpAddr;
 
-use http::header::{HeaderMap, HeaderValue};
+use http::header::{HeaderMap, HeaderName, HeaderValue};
 use ipnet::IpNet;
 
 use crate::config::is_trusted;
 
 /// The header through which components learn the client IP. Any value a
 /// client sends is replaced.
-pub const CLIENT_IP: &str = "x-tollgate-client-ip";
+pub const CLIENT_IP: HeaderName = HeaderName::from_static("x-tollgate-client-ip");
 /// Spin's equivalent; a client-sent one is removed.
-pub const SPIN_CLIENT_ADDR: &str = "spin-client-addr";
+pub const SPIN_CLIENT_ADDR: HeaderName = HeaderName::from_static("spin-client-addr");
 
-const XFF: &str = "x-forwarded-for";
-const XFP: &str = "x-forwarded-proto";
-const XFH: &str = "x-forwarded-host";
+const XFF: HeaderName = HeaderName::from_static("x-forwarded-for");
+const XFP: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const XFH: HeaderName = HeaderName::from_static("x-forwarded-host");
 
 /// Rewrites the forwarding headers for a request that arrived from `peer`
-/// over `scheme` (`http` or `https`), addressed to `host`.
-pub fn apply(headers: &mut HeaderMap, peer: IpAddr, scheme: &str, host: &str, trusted: &[IpNet]) {
+/// over `scheme` (`http` or `https`), addressed to `host`, sets
+/// [`CLIENT_IP`] to the client's address ([`client_ip`] of the rewritten
+/// headers), and returns that address.
+pub fn apply(
+    headers: &mut HeaderMap,
+    peer: IpAddr,
+    scheme: &str,
+    host: &str,
+    trusted: &[IpNet],
+) -> IpAddr {
     let from_proxy = is_trusted(trusted, peer);
     let prior = if from_proxy {
-        joined(headers, XFF)
+        joined(headers, &XFF)
     } else {
         None
     };
@@ -36,27 +44,39 @@ pub fn apply(headers: &mut HeaderMap, peer: IpAddr, scheme: &str, host: &str, tr
         Some(p) => format!("{p}, {peer}"),
         None => peer.to_string(),
     };
-    let proto = from_proxy
-        .then(|| single_token(headers, XFP))
-        .flatten()
-        .unwrap_or_else(|| scheme.into());
-    let fwd_host = from_proxy
-        .then(|| single_token(headers, XFH))
-        .flatten()
-        .unwrap_or_else(|| host.to_owned());
-    for (name, value) in [(XFF, xff), (XFP, proto), (XFH, fwd_host)] {
-        headers.remove(name);
-        if let Ok(v) = HeaderValue::from_str(&value) {
-            headers.insert(name, v);
-        }
+    let proto = from_proxy.then(|| single_token(headers, &XFP)).flatten();
+    let fwd_host = from_proxy.then(|| single_token(headers, &XFH)).flatten();
+    set(headers, XFF, &xff);
+    set(headers, XFP, proto.as_deref().unwrap_or(scheme));
+    set(headers, XFH, fwd_host.as_deref().unwrap_or(host));
+    // From an untrusted peer the list is the peer alone.
+    let client = if from_proxy {
+        client_ip(headers, trusted).unwrap_or(peer)
+    } else {
+        peer
+    };
+    if !from_proxy {
+        set(headers, CLIENT_IP, &xff);
+    } else {
+        set(headers, CLIENT_IP, &client.to_string());
     }
+    client
+}
+
+/// Replaces every field of `name` with `value`, or removes them all if
+/// `value` cannot be a header value.
+fn set(headers: &mut HeaderMap, name: HeaderName, value: &str) {
+    match HeaderValue::from_str(value) {
+        Ok(v) => headers.insert(name, v),
+        Err(_) => headers.remove(name),
+    };
 }
 
 /// The client's address: walking `X-Forwarded-For` from the right, the first
 /// address that is not a trusted proxy. `headers` must already be rewritten
 /// by [`apply`].
 pub fn client_ip(headers: &HeaderMap, trusted: &[IpNet]) -> Option<IpAddr> {
-    let list = headers.get(XFF)?.to_str().ok()?;
+    let list = headers.get(&XFF)?.to_str().ok()?;
     let mut last = None;
     for part in list.rsplit(',') {
         let ip: IpAddr = part.trim().parse().ok()?;
@@ -68,7 +88,7 @@ pub fn client_ip(headers: &HeaderMap, trusted: &[IpNet]) -> Option<IpAddr> {
     last
 }
 
-fn joined(headers: &HeaderMap, name: &str) -> Option<String> {
+fn joined(headers: &HeaderMap, name: &HeaderName) -> Option<String> {
     let parts: Vec<&str> = headers
         .get_all(name)
         .iter()
@@ -86,7 +106,7 @@ fn joined(headers: &HeaderMap, name: &str) -> Option<String> {
         .then_some(all)
 }
 
-fn single_token(headers: &HeaderMap, name: &str) -> Option<String> {
+fn single_token(headers: &HeaderMap, name: &HeaderName) -> Option<String> {
     let v = headers.get(name)?.to_str().ok()?.trim();
     (!v.is_empty() && v.len() <= 255 && !v.contains([',', ' '])).then(|| v.to_owned())
 }
@@ -105,7 +125,7 @@ mod tests {
         h.insert(XFF, "1.2.3.4".parse().unwrap());
         h.insert(XFP, "https".parse().unwrap());
         h.insert(XFH, "evil.example".parse().unwrap());
-        apply(
+        let client = apply(
             &mut h,
             "203.0.113.9".parse().unwrap(),
             "http",
@@ -119,6 +139,8 @@ mod tests {
             client_ip(&h, &nets(&["10.0.0.0/8"])),
             Some("203.0.113.9".parse().unwrap())
         );
+        assert_eq!(client, "203.0.113.9".parse::<IpAddr>().unwrap());
+        assert_eq!(h[CLIENT_IP], "203.0.113.9");
     }
 
     #[test]
@@ -128,7 +150,7 @@ mod tests {
         h.insert(XFP, "https".parse().unwrap());
         h.insert(XFH, "shop.example".parse().unwrap());
         let trusted = nets(&["10.0.0.0/8"]);
-        apply(
+        let client = apply(
             &mut h,
             "10.0.0.1".parse().unwrap(),
             "http",
@@ -142,13 +164,15 @@ mod tests {
             client_ip(&h, &trusted),
             Some("198.51.100.7".parse().unwrap())
         );
+        assert_eq!(client, "198.51.100.7".parse::<IpAddr>().unwrap());
+        assert_eq!(h[CLIENT_IP], "198.51.100.7");
     }
 
     #[test]
     fn junk_from_a_trusted_proxy_is_dropped() {
         let mut h = HeaderMap::new();
         h.insert(XFF, "not-an-ip".parse().unwrap());
-        apply(
+        let client = apply(
             &mut h,
             "10.0.0.1".parse().unwrap(),
             "http",
@@ -156,6 +180,8 @@ mod tests {
             &nets(&["10.0.0.0/8"]),
         );
         assert_eq!(h[XFF], "10.0.0.1");
+        // Only trusted addresses in the list: the left-most is the client.
+        assert_eq!(client, "10.0.0.1".parse::<IpAddr>().unwrap());
     }
 
     #[test]

@@ -14,12 +14,20 @@ use crate::problem::Problem;
 
 /// Approximate size of the request head as sent: request line plus fields.
 pub fn header_block_size<B>(req: &Request<B>) -> usize {
-    let line = req.method().as_str().len() + req.uri().to_string().len() + 12;
+    let line = req.method().as_str().len() + target_len(req.uri()) + 12;
     req.headers()
         .iter()
         .map(|(k, v)| k.as_str().len() + v.len() + 4)
         .sum::<usize>()
         + line
+}
+
+/// The length of `uri` as written (its `Display`), without writing it.
+fn target_len(uri: &http::Uri) -> usize {
+    uri.scheme_str().map_or(0, |s| s.len() + 3)
+        + uri.authority().map_or(0, |a| a.as_str().len())
+        + uri.path().len()
+        + uri.query().map_or(0, |q| q.len() + 1)
 }
 
 /// Refuses CONNECT (a gateway is not a tunnel) before routing.
@@ -116,6 +124,22 @@ mod tests {
             b = b.header("host", *h);
         }
         b.body(()).unwrap()
+    }
+
+    #[test]
+    fn the_target_length_is_that_of_the_written_uri() {
+        for u in [
+            "/",
+            "/a/b?c=d&e",
+            "/?",
+            "http://h.example/x?y",
+            "https://h.example:8443",
+            "h.example:443",
+            "*",
+        ] {
+            let uri: http::Uri = u.parse().unwrap();
+            assert_eq!(target_len(&uri), uri.to_string().len(), "{u}");
+        }
     }
 
     #[test]

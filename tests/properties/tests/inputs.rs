@@ -306,8 +306,13 @@ proptest! {
         if !chain.is_empty() {
             h.insert("x-forwarded-for", HeaderValue::from_str(&chain.join(", ")).unwrap());
         }
-        tollgate::ingress::forwarded::apply(&mut h, peer, "http", "gw.test", &trusted());
+        let returned = tollgate::ingress::forwarded::apply(&mut h, peer, "http", "gw.test", &trusted());
         let seen = tollgate::ingress::forwarded::client_ip(&h, &trusted());
+        prop_assert_eq!(Some(returned), seen);
+        prop_assert_eq!(
+            h.get(tollgate::ingress::forwarded::CLIENT_IP).and_then(|v| v.to_str().ok()),
+            Some(returned.to_string().as_str())
+        );
         // The independent reading: a peer that is not a trusted proxy is
         // the client; behind one, walk the chain plus the peer from the
         // right to the first address that is not a trusted proxy (or, when
