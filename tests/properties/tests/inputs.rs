@@ -311,7 +311,7 @@ proptest! {
         prop_assert_eq!(Some(returned), seen);
         prop_assert_eq!(
             h.get(tollgate::ingress::forwarded::CLIENT_IP).and_then(|v| v.to_str().ok()),
-            Some(returned.to_string().as_str())
+            Some(&*returned.to_string())
         );
         // The independent reading: a peer that is not a trusted proxy is
         // the client; behind one, walk the chain plus the peer from the
