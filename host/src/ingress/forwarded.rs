@@ -49,18 +49,15 @@ pub fn apply(
     set(headers, XFF, &xff);
     set(headers, XFP, proto.as_deref().unwrap_or(scheme));
     set(headers, XFH, fwd_host.as_deref().unwrap_or(host));
-    // From an untrusted peer the list is the peer alone.
-    let client = if from_proxy {
-        client_ip(headers, trusted).unwrap_or(peer)
-    } else {
-        peer
-    };
-    if !from_proxy {
-        set(headers, CLIENT_IP, &xff);
-    } else {
+    if from_proxy {
+        let client = client_ip(headers, trusted).unwrap_or(peer);
         set(headers, CLIENT_IP, &client.to_string());
+        client
+    } else {
+        // From an untrusted peer the list is the peer alone.
+        set(headers, CLIENT_IP, &xff);
+        peer
     }
-    client
 }
 
 /// Replaces every field of `name` with `value`, or removes them all if
