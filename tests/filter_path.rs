@@ -219,7 +219,7 @@ fn gates_export_both_contracts() {
             "{name}: {ex:?}"
         );
         assert!(
-            ex.iter().any(|e| e == "tollgate:gate/filter@0.3.0"),
+            ex.iter().any(|e| e == "tollgate:gate/filter@0.4.0"),
             "{name}: {ex:?}"
         );
         assert!(

@@ -466,7 +466,50 @@ async fn dns_mode_refuses_names_that_resolve_inside() {
     assert_eq!(origin.count(), 1);
 }
 
+/// url-guard declares the inputs it checks (`called-for`): a request with
+/// none of them passes without it being called, and no spelling of a
+/// checked input gets past it that way.
+async fn url_inputs_are_checked_however_spelled() {
+    let origin = Origin::start().await;
+    let gw = Gateway::start(&config(&format!(
+        "[components.url-guard]\nsource = \"builtin:url-guard\"\nvariables = {{ query_params = \"url, callback\", headers = \"X-Webhook\" }}\n[[route]]\norigin = \"{}\"\nmiddleware = [\"url-guard\"]\n",
+        origin.url()
+    )));
+    let c = client();
+    let bad = "http%3A%2F%2F169.254.169.254%2F";
+    for target in [
+        format!("/fetch?url={bad}"),
+        format!("/fetch?%75rl={bad}"),
+        format!("/fetch?q=1&%75%72%6C={bad}"),
+        format!("/fetch?a=1&callback={bad}"),
+    ] {
+        let r = get(&c, &gw.url(&target)).await;
+        assert_eq!(r.status, 400, "{target}: {r:?}");
+    }
+    let r = send(
+        &c,
+        req(&gw.url("/fetch"), &[("x-webhook", "http://127.0.0.1/")]),
+    )
+    .await;
+    assert_eq!(r.status, 400, "{r:?}");
+    assert!(r.body.contains("header `x-webhook`"), "{}", r.body);
+    assert_eq!(origin.count(), 0);
+    // Requests without a checked input pass, as they are.
+    for target in ["/fetch", "/fetch?q=1", &format!("/fetch?urls={bad}")] {
+        let r = send(
+            &c,
+            req(&gw.url(target), &[("x-other", "http://127.0.0.1/")]),
+        )
+        .await;
+        assert_eq!(r.status, 200, "{target}: {r:?}");
+    }
+    assert_eq!(origin.count(), 3);
+    assert_eq!(origin.last().path, "/fetch");
+    assert_eq!(origin.last().headers["x-other"], "http://127.0.0.1/");
+}
+
 on_both_paths!(
+    url_inputs_are_checked_however_spelled,
     exactly_the_limit_reaches_the_origin_under_concurrency,
     forged_identity_headers_never_reach_the_origin,
     every_auth_failure_looks_the_same,

@@ -1,7 +1,7 @@
 //! What [`export_filter!`](crate::export_filter) expands to: one
 //! [`Filter`] served through both contracts.
 //!
-//! - `tollgate:gate/filter@0.3.0` (the bindings below, from `wit/`): plain
+//! - `tollgate:gate/filter@0.4.0` (the bindings below, from `wit/`): plain
 //!   data in, plain data out, called synchronously by Tollgate's host;
 //! - `wasi:http/handler@0.3.0`: [`handle`] runs the same decision, then
 //!   `next`, then the response edits, so Spin runs the same `.wasm`.
@@ -48,6 +48,10 @@ pub fn init<F: Filter>(
             request_headers: p.reads().map(names),
             response_headers: p.response_reads().map(names),
             response_edits: ops(p.fixed().ops().to_vec()),
+            called_for: p.request_match().map(|m| wit::RequestMatch {
+                query_params: m.query_params.clone(),
+                headers: m.headers.clone(),
+            }),
         }),
         Err(e) => {
             let (variable, message) = filter::split_config_error(e);
@@ -205,6 +209,9 @@ pub async fn handle<F: Filter>(
     };
     let filter = &prepared.filter;
     let (mut parts, body) = request.into_parts();
+    // Nothing the filter looks at is there: as on Tollgate's host, it is
+    // not called (never so for a filter that reads the body).
+    let call = prepared.called_for(parts.uri.query(), &parts.headers);
     // The filter sees only the headers it reads, as on Tollgate's host;
     // its edits then go to the whole header block.
     let view = prepared.view(&parts.headers);
@@ -213,6 +220,12 @@ pub async fn handle<F: Filter>(
     let (method, uri) = (parts.method.clone(), parts.uri.clone());
     let mut edits = prepared.fixed().clone();
     let mut res = match filter.body_limit() {
+        None if !call => {
+            if !narrowed {
+                parts.headers = headers;
+            }
+            crate::next(http::Request::from_parts(parts, body)).await?
+        }
         // The body is never read: it goes on as the stream it came as.
         None => {
             let mut req = filter::Request::new(method, uri, headers, None);

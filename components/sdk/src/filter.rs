@@ -2,7 +2,7 @@
 //! decision once; [`export_filter!`](crate::export_filter) exports it twice
 //! from the same `.wasm`:
 //!
-//! - as `tollgate:gate/filter@0.3.0` (see `wit/filter.wit`), the fast path
+//! - as `tollgate:gate/filter@0.4.0` (see `wit/filter.wit`), the fast path
 //!   Tollgate's host calls synchronously with plain data;
 //! - as a standard `wasi:http/handler@0.3.0` middleware (filter, then
 //!   `next`, then the response edits), which Spin 4.1+ runs unchanged.
@@ -11,10 +11,12 @@
 //! edit the request's headers, records edits for the response on its way
 //! back, and either lets the request go on or answers it.
 //!
-//! Two declarations keep the fast path cheap, and both paths honour them
+//! Three declarations keep the fast path cheap, and both paths honour them
 //! the same way ([`Prepared`]): the request headers a filter reads (only
-//! those are handed to it), and the response edits that never depend on
-//! the request (made once, applied to every response through the filter).
+//! those are handed to it), the response edits that never depend on the
+//! request (made once, applied to every response through the filter), and
+//! the inputs without which it has nothing to do (a request that carries
+//! none of them is passed on without calling it).
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Uri};
@@ -64,6 +66,16 @@ pub trait Filter: Sized + Send + Sync + 'static {
     /// `on_request` records.
     fn fixed_response_edits(&self, _res: &mut ResponseEdits) {}
 
+    /// The query parameters and request headers without which
+    /// [`Filter::on_request`] would pass the request on unchanged, with no
+    /// response edits: a request that carries none of them is passed on
+    /// without calling it. Declare this only when that is exactly so.
+    /// `None` (the default): called for every request. Not used for a
+    /// filter that reads the body ([`Filter::body_limit`]).
+    fn called_for(&self) -> Option<RequestMatch> {
+        None
+    }
+
     /// Decides on a request. Edits to `req`'s headers go on with it;
     /// `res` collects edits for the response that comes back through this
     /// filter, including the filter's own answer.
@@ -71,6 +83,31 @@ pub trait Filter: Sized + Send + Sync + 'static {
 
     /// Edits a response on its way back, after `on_request`'s edits.
     fn on_response(&self, _status: u16, _headers: &HeaderMap, _res: &mut ResponseEdits) {}
+}
+
+/// The inputs a filter's `on_request` looks at (see [`Filter::called_for`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RequestMatch {
+    /// Query parameter names, as `application/x-www-form-urlencoded`
+    /// parsing decodes them (`%75rl` is `url`), compared exactly.
+    pub query_params: Vec<String>,
+    /// Request header names (lower-case).
+    pub headers: Vec<String>,
+}
+
+impl RequestMatch {
+    /// Whether a request with this query and these headers carries one of
+    /// the inputs. The host makes the same test on the fast path.
+    pub fn matches(&self, query: Option<&str>, headers: &HeaderMap) -> bool {
+        self.headers
+            .iter()
+            .any(|h| headers.contains_key(h.as_str()))
+            || query.is_some_and(|q| {
+                !self.query_params.is_empty()
+                    && form_urlencoded::parse(q.as_bytes())
+                        .any(|(name, _)| self.query_params.iter().any(|p| *p == name))
+            })
+    }
 }
 
 /// A filter's own answer: a complete response as plain data.
@@ -233,6 +270,7 @@ pub struct Prepared<F> {
     reads: Option<Vec<HeaderName>>,
     response_reads: Option<Vec<HeaderName>>,
     fixed: ResponseEdits,
+    called_for: Option<RequestMatch>,
 }
 
 /// Valid header names, sorted, each once: a name no header can have
@@ -268,12 +306,37 @@ impl<F: Filter> Prepared<F> {
         let response_reads = filter.response_headers().map(name_list);
         let mut fixed = ResponseEdits::default();
         filter.fixed_response_edits(&mut fixed);
+        let called_for = match filter.body_limit() {
+            Some(_) => None,
+            None => filter.called_for().map(|m| RequestMatch {
+                query_params: m.query_params,
+                headers: name_list(m.headers)
+                    .iter()
+                    .map(|n| n.as_str().to_owned())
+                    .collect(),
+            }),
+        };
         Ok(Self {
             filter,
             reads,
             response_reads,
             fixed,
+            called_for,
         })
+    }
+
+    /// The inputs without which the filter is not called (checked header
+    /// names); `None`: it is called for every request.
+    pub fn request_match(&self) -> Option<&RequestMatch> {
+        self.called_for.as_ref()
+    }
+
+    /// Whether `on_request` is to be called for a request with this query
+    /// and these headers (see [`Filter::called_for`]).
+    pub fn called_for(&self, query: Option<&str>, headers: &HeaderMap) -> bool {
+        self.called_for
+            .as_ref()
+            .is_none_or(|m| m.matches(query, headers))
     }
 
     /// The response headers `on_response` reads; `None`: all.
@@ -492,5 +555,44 @@ mod tests {
             ("jwt_secret", "must be at least 32 bytes")
         );
         assert_eq!(split_config_error("no variable"), ("", "no variable"));
+    }
+
+    struct Picky(Option<usize>);
+    impl Filter for Picky {
+        const VARIABLES: &'static [&'static str] = &[];
+        fn init(vars: &Vars) -> Result<Self, String> {
+            Ok(Picky(vars.get("body").map(|_| 8)))
+        }
+        fn body_limit(&self) -> Option<usize> {
+            self.0
+        }
+        fn called_for(&self) -> Option<RequestMatch> {
+            Some(RequestMatch {
+                query_params: vec!["url".into()],
+                headers: vec!["X-Hook".into(), "bad name".into()],
+            })
+        }
+        fn on_request(&self, _: &mut Request, _: &mut ResponseEdits) -> Verdict {
+            Verdict::Continue
+        }
+    }
+
+    #[test]
+    fn a_filter_is_called_only_for_the_inputs_it_named() {
+        let p = Prepared::<Picky>::init(&Vars::from_pairs::<&str, &str>([])).unwrap();
+        let m = p.request_match().unwrap();
+        assert_eq!(m.headers, ["x-hook"], "names are checked and lower-cased");
+        let none = HeaderMap::new();
+        let mut hook = HeaderMap::new();
+        hook.insert("x-hook", HeaderValue::from_static("x"));
+        assert!(!p.called_for(None, &none));
+        assert!(!p.called_for(Some("q=1&URL=x&urls=y"), &none));
+        assert!(p.called_for(Some("q=1&url=x"), &none));
+        assert!(p.called_for(Some("%75rl=x"), &none), "names are decoded");
+        assert!(p.called_for(Some("q=1"), &hook));
+        // A filter that reads the body is always called.
+        let body = Prepared::<Picky>::init(&Vars::from_pairs([("body", "1")])).unwrap();
+        assert!(body.request_match().is_none());
+        assert!(body.called_for(None, &none));
     }
 }

@@ -5,7 +5,7 @@
 //! request head (and body, if asked for), with header edits to the request
 //! and to the response coming back. [`export_filter!`] exports it twice
 //! from one `.wasm`: as Tollgate's fast-path filter interface
-//! (`tollgate:gate/filter@0.3.0`, `wit/filter.wit`) and as a standard
+//! (`tollgate:gate/filter@0.4.0`, `wit/filter.wit`) and as a standard
 //! `wasi:http/middleware@0.3.0` handler, which Spin 4.1+ runs unchanged.
 //!
 //! ```text
@@ -214,7 +214,7 @@ macro_rules! __export_handler {
 }
 
 /// Exports a [`filter::Filter`] type through both contracts: as
-/// `tollgate:gate/filter@0.3.0` and as the component's `wasi:http/handler`.
+/// `tollgate:gate/filter@0.4.0` and as the component's `wasi:http/handler`.
 #[cfg(feature = "middleware")]
 #[macro_export]
 macro_rules! export_filter {

@@ -1,7 +1,7 @@
 //! The upstream phase of a primary component: where a Spin app's requests
 //! go, declared once as [`Peers`], and exported with
 //! [`export_upstream!`](crate::export_upstream) as
-//! `tollgate:gate/upstream@0.3.0` (`wit/upstream.wit`), so that Tollgate's
+//! `tollgate:gate/upstream@0.4.0` (`wit/upstream.wit`), so that Tollgate's
 //! host forwards requests itself on its fast path. The component's own
 //! `wasi:http` handler, which Spin runs, forwards by the same [`Peers`].
 

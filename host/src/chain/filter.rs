@@ -1,12 +1,14 @@
 //! The filter path: runs of components that export Tollgate's filter
-//! interface (`tollgate:gate/filter@0.3.0`, `wit/filter.wit`) are called
+//! interface (`tollgate:gate/filter@0.4.0`, `wit/filter.wit`) are called
 //! synchronously, in order, with plain data, on the task that holds the
 //! request — no `wasi:http` resources, streams or async hops.
 //!
 //! Each filter is sent only the request headers it declared it reads, and
 //! the response edits it declared fixed are parsed once at setup and
 //! applied by the host to every response through it, so neither crosses
-//! into the guest per request.
+//! into the guest per request. A filter that named the inputs it looks at
+//! (`called-for`, [`super::request_match`]) is not called at all for a
+//! request that carries none of them.
 //!
 //! A [`FilterRun`] keeps a pool of [`FilterSet`]s: one store holding an
 //! instance of every filter in the run, each `init`ed with the route's
@@ -27,6 +29,7 @@ use wasmtime::Store;
 use wasmtime::component::{Component, Linker};
 use wasmtime_wasi_http::WasiBody;
 
+use super::request_match::RequestMatch;
 use super::sandbox::{ChainState, StoreFactory};
 use super::slot::{Failure, RequestSlot};
 
@@ -46,7 +49,7 @@ use bindings::exports::tollgate::gate::filter as wit;
 pub use bindings::{Gate, GatePre};
 
 /// The interface a filter-capable component exports.
-pub const FILTER: &str = "tollgate:gate/filter@0.3.0";
+pub const FILTER: &str = "tollgate:gate/filter@0.4.0";
 
 /// Most idle sets a run keeps for reuse (a set is held only for a
 /// request's pass through the filters, so few are in use at once; the
@@ -77,6 +80,8 @@ struct Caps {
     response_reads: Option<Vec<HeaderName>>,
     /// Edits for every response through it, before the verdict's.
     fixed: Vec<Edit>,
+    /// The requests `on-request` is called for; `None`: all.
+    called_for: Option<RequestMatch>,
 }
 
 /// A header edit, parsed and checked.
@@ -183,6 +188,11 @@ impl FilterRun {
             match init {
                 Ok(c) => caps.push(Caps {
                     reported: reported_name(&c.name, &f.name).into(),
+                    // A filter that reads the body is called for every request.
+                    called_for: c
+                        .called_for
+                        .filter(|_| c.body_limit.is_none())
+                        .map(|m| RequestMatch::new(m.query_params, &m.headers)),
                     body_limit: c.body_limit,
                     wants_response: c.wants_response,
                     reads: c.request_headers.map(|names| read_list(&names)),
@@ -296,8 +306,16 @@ impl FilterRun {
         };
 
         let mut set = self.take(slot).await?;
+        let query = parts.uri.query();
         let pass = self
-            .request_pass(&mut set, &mut parts.headers, head, bytes.as_ref(), slot)
+            .request_pass(
+                &mut set,
+                &mut parts.headers,
+                head,
+                query,
+                bytes.as_ref(),
+                slot,
+            )
             .await;
         let Pass { edits, answer } = match pass {
             Ok(p) => {
@@ -394,6 +412,7 @@ impl FilterRun {
         set: &mut FilterSet,
         headers: &mut HeaderMap,
         head: wit::RequestHead,
+        query: Option<&str>,
         bytes: Option<&Bytes>,
         slot: &RequestSlot,
     ) -> Result<Pass, PassError> {
@@ -407,6 +426,16 @@ impl FilterRun {
                 };
                 for (i, f) in self.filters.iter().enumerate() {
                     at = i;
+                    // Nothing it looks at is there: as if it passed the
+                    // request on with no edits.
+                    if f.caps
+                        .called_for
+                        .as_ref()
+                        .is_some_and(|m| !m.matches(query, headers))
+                    {
+                        pass.edits.push(Vec::new());
+                        continue;
+                    }
                     let this = wit::RequestHead {
                         method: head.method.clone(),
                         scheme: head.scheme.clone(),

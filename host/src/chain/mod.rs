@@ -19,6 +19,7 @@ pub mod compose;
 pub mod composed;
 pub mod filter;
 pub mod primary;
+pub mod request_match;
 pub mod sandbox;
 pub mod slot;
 

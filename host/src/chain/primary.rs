@@ -1,5 +1,5 @@
 //! The upstream phase of a Spin app on the fast path: a primary component
-//! that exports `tollgate:gate/upstream@0.3.0` (`wit/upstream.wit`) is
+//! that exports `tollgate:gate/upstream@0.4.0` (`wit/upstream.wit`) is
 //! asked once, at startup, where its requests go, and then the host
 //! forwards every request itself, as the component's `wasi:http` handler
 //! would on Spin — so no guest runs, and no `wasi:http` hop is made, after
@@ -48,7 +48,7 @@ mod bindings {
 use bindings::exports::tollgate::gate::upstream as wit;
 
 /// The interface a primary component exports for the upstream phase.
-pub const UPSTREAM: &str = "tollgate:gate/upstream@0.3.0";
+pub const UPSTREAM: &str = "tollgate:gate/upstream@0.4.0";
 
 type Request = http::Request<WasiBody>;
 type Response = http::Response<WasiBody>;
