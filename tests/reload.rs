@@ -173,7 +173,11 @@ async fn twenty_reloads_under_load_fail_no_request() {
         // What the gateway said about them, to tell a gateway fault from a
         // connection race.
         for line in gw.log_text().lines() {
-            if line.contains("WARN") || line.contains("ERROR") || line.contains("\"status\":5") {
+            if line.contains("WARN")
+                || line.contains("ERROR")
+                || line.contains("\"status\":5")
+                || line.contains("tollgate::component")
+            {
                 println!("gateway: {line}");
             }
         }

@@ -3,7 +3,7 @@
 //! compare-and-swap loop. On Spin the middleware must inherit
 //! `key_value_stores`; on Tollgate the component lists them.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 
 use spin_sdk::experimental::wasi::keyvalue::{atomics, store};
@@ -43,13 +43,19 @@ impl From<store::Error> for StoreError {
 }
 
 /// An open store.
-pub struct Store(Rc<store::Bucket>);
+pub struct Store(Rc<Opened>);
+
+/// A bucket, and whether its compare-and-swap works (once probed).
+struct Opened {
+    bucket: store::Bucket,
+    cas_works: Cell<Option<bool>>,
+}
 
 thread_local! {
     /// The stores this instance has opened, kept for its later requests: a
     /// handle stays valid for the instance's life, and opening costs a host
     /// call. (A wasm instance has one thread; failures are not kept.)
-    static OPEN: RefCell<Vec<(String, Rc<store::Bucket>)>> = const { RefCell::new(Vec::new()) };
+    static OPEN: RefCell<Vec<(String, Rc<Opened>)>> = const { RefCell::new(Vec::new()) };
 }
 
 impl Store {
@@ -59,28 +65,31 @@ impl Store {
             if let Some((_, bucket)) = open.iter().find(|(l, _)| l == label) {
                 return Ok(Self(bucket.clone()));
             }
-            let bucket = Rc::new(store::open(label)?);
-            open.push((label.to_owned(), bucket.clone()));
-            Ok(Self(bucket))
+            let opened = Rc::new(Opened {
+                bucket: store::open(label)?,
+                cas_works: Cell::new(None),
+            });
+            open.push((label.to_owned(), opened.clone()));
+            Ok(Self(opened))
         })
     }
 
     pub fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        Ok(self.0.get(key)?)
+        Ok(self.0.bucket.get(key)?)
     }
 
     pub fn set(&self, key: &str, value: &[u8]) -> Result<(), StoreError> {
-        Ok(self.0.set(key, value)?)
+        Ok(self.0.bucket.set(key, value)?)
     }
 
     pub fn delete(&self, key: &str) -> Result<(), StoreError> {
-        Ok(self.0.delete(key)?)
+        Ok(self.0.bucket.delete(key)?)
     }
 
     /// Atomically adds `delta` and returns the new value. Never `set` or
     /// `get` a key you increment: each backend encodes counters its own way.
     pub fn increment(&self, key: &str, delta: i64) -> Result<i64, StoreError> {
-        Ok(atomics::increment(&self.0, key, delta)?)
+        Ok(atomics::increment(&self.0.bucket, key, delta)?)
     }
 
     /// Atomically replaces the value at `key` with `update(current)`,
@@ -93,7 +102,7 @@ impl Store {
         update: impl FnMut(Option<&[u8]>) -> (Option<Vec<u8>>, R),
     ) -> Result<R, StoreError> {
         let mut cas = SpinCas {
-            bucket: &self.0,
+            store: &self.0,
             key,
             handle: None,
         };
@@ -108,19 +117,34 @@ pub trait Swap {
     /// Writes `value` if the key still holds what `current` read; `false`
     /// on a conflict. Either way, `current` must be called again first.
     fn swap(&mut self, value: &[u8]) -> Result<bool, StoreError>;
+    /// Whether compare-and-swap works on this store at all: whether a swap
+    /// succeeds on a key nobody else writes.
+    fn cas_works(&mut self) -> Result<bool, StoreError>;
 }
 
 struct SpinCas<'a> {
-    bucket: &'a store::Bucket,
+    store: &'a Opened,
     key: &'a str,
     handle: Option<atomics::Cas>,
+}
+
+/// The key a probe swaps: fresh and random, so no other writer touches it.
+fn probe_key() -> Result<String, StoreError> {
+    let mut bytes = [0u8; 16];
+    getrandom::fill(&mut bytes).map_err(|_| StoreError::Backend("no randomness".into()))?;
+    let mut key = String::from("tollgate:cas-probe:");
+    for b in bytes {
+        key.push(char::from(b"0123456789abcdef"[usize::from(b >> 4)]));
+        key.push(char::from(b"0123456789abcdef"[usize::from(b & 15)]));
+    }
+    Ok(key)
 }
 
 impl Swap for SpinCas<'_> {
     fn current(&mut self) -> Result<Option<Vec<u8>>, StoreError> {
         let cas = match self.handle.take() {
             Some(cas) => cas,
-            None => atomics::Cas::new(self.bucket, self.key)?,
+            None => atomics::Cas::new(&self.store.bucket, self.key)?,
         };
         let value = cas.current()?;
         self.handle = Some(cas);
@@ -143,23 +167,39 @@ impl Swap for SpinCas<'_> {
             Err(atomics::CasError::StoreError(e)) => Err(e.into()),
         }
     }
-}
 
-/// Failed probes in a row before a store's compare-and-swap counts as
-/// broken.
-const BROKEN_AFTER: usize = 2;
+    fn cas_works(&mut self) -> Result<bool, StoreError> {
+        if let Some(known) = self.store.cas_works.get() {
+            return Ok(known);
+        }
+        let key = probe_key()?;
+        let cas = atomics::Cas::new(&self.store.bucket, &key)?;
+        let works = match atomics::swap(cas, b"probe") {
+            Ok(()) => true,
+            Err(atomics::CasError::CasFailed(_)) => false,
+            Err(atomics::CasError::StoreError(e)) => return Err(e.into()),
+        };
+        // Where a failed swap writes anyway (Spin 4.1's Redis), too.
+        let _ = self.store.bucket.delete(&key);
+        self.store.cas_works.set(Some(works));
+        Ok(works)
+    }
+}
 
 /// The compare-and-swap loop behind [`Store::update`].
 ///
 /// A conflict normally means another writer changed the key. When the key
 /// afterwards holds what it held before, or exactly what this loop tried
-/// to write (another writer may have computed the same value, or the
-/// failed write landed anyway, as on Spin 4.1's Redis store), the store is
-/// probed with a swap that changes nothing: a working compare-and-swap
-/// takes it unless someone writes the key meanwhile. When that fails
-/// [`BROKEN_AFTER`] times in a row on an unchanged key, retrying would
-/// only burn attempts (and, where failed writes land, tokens): that is
-/// [`StoreError::CasBroken`].
+/// to write, that is either a rival that computed the same value (common:
+/// a token bucket's next state depends only on its last one once it runs
+/// ahead of the clock) or a store whose compare-and-swap cannot succeed
+/// (Spin 4.1's Redis store reports every swap as failed, and the write
+/// lands anyway). [`Swap::cas_works`] tells them apart with a swap on a
+/// private key, which no rival can disturb; a store that fails it is
+/// [`StoreError::CasBroken`], since retrying would only burn attempts (and
+/// there, tokens). The probe never writes the contended key: writers
+/// probing it with unchanged values would keep invalidating one another's
+/// reads, and under load that livelocks into [`StoreError::Contended`].
 pub fn update_with<S: Swap, R>(
     cas: &mut S,
     attempts: usize,
@@ -175,40 +215,13 @@ pub fn update_with<S: Swap, R>(
             return Ok(result);
         }
         let fresh = cas.current()?;
-        current = if fresh == current || fresh.as_deref() == Some(&next[..]) {
-            if cas_is_broken(cas, fresh)? {
-                return Err(StoreError::CasBroken);
-            }
-            cas.current()?
-        } else {
-            fresh
-        };
+        let unchanged = fresh == current || fresh.as_deref() == Some(&next[..]);
+        if unchanged && !cas.cas_works()? {
+            return Err(StoreError::CasBroken);
+        }
+        current = fresh;
     }
     Err(StoreError::Contended)
-}
-
-/// Probes `cas`, which just read `value`, with swaps that change nothing.
-fn cas_is_broken<S: Swap>(cas: &mut S, mut value: Option<Vec<u8>>) -> Result<bool, StoreError> {
-    for _ in 0..BROKEN_AFTER {
-        let Some(v) = value else {
-            // Nothing to write back: a key that stays absent after a
-            // failed swap is as telling.
-            value = cas.current()?;
-            if value.is_some() {
-                return Ok(false);
-            }
-            continue;
-        };
-        if cas.swap(&v)? {
-            return Ok(false);
-        }
-        let again = cas.current()?;
-        if again.as_deref() != Some(&v[..]) {
-            return Ok(false); // someone else wrote: contention
-        }
-        value = again;
-    }
-    Ok(true)
 }
 
 #[cfg(test)]
@@ -226,6 +239,7 @@ mod tests {
         lands: bool,
         rivals: usize,
         swaps: usize,
+        probes: usize,
     }
 
     impl Swap for Double {
@@ -248,6 +262,10 @@ mod tests {
             self.value = Some(value.to_vec());
             Ok(true)
         }
+        fn cas_works(&mut self) -> Result<bool, StoreError> {
+            self.probes += 1;
+            Ok(!self.broken)
+        }
     }
 
     /// A counter as a byte string: each update adds one byte.
@@ -266,7 +284,7 @@ mod tests {
                 ..Double::default()
             };
             assert_eq!(update_with(&mut d, 64, bump), Err(StoreError::CasBroken));
-            assert!(d.swaps <= 1 + BROKEN_AFTER, "gave up early: {}", d.swaps);
+            assert_eq!((d.swaps, d.probes), (1, 1), "one swap, then one probe");
             // Where failed writes land, at most one was made.
             assert!(d.value.as_ref().map_or(0, Vec::len) <= 2);
         }
@@ -286,6 +304,78 @@ mod tests {
             ..Double::default()
         };
         assert_eq!(update_with(&mut d, 8, bump), Err(StoreError::Contended));
+    }
+
+    /// A working compare-and-swap shared by threads, as the gateway's
+    /// embedded store does it: every write bumps a version, and a swap
+    /// lands only on the version its read saw.
+    #[derive(Default)]
+    struct Shared(std::sync::Mutex<(Option<Vec<u8>>, u64)>);
+
+    struct Handle<'a> {
+        shared: &'a Shared,
+        read: Option<(Option<Vec<u8>>, u64)>,
+    }
+
+    impl Swap for Handle<'_> {
+        fn current(&mut self) -> Result<Option<Vec<u8>>, StoreError> {
+            let read = match self.read.take() {
+                Some(r) => r,
+                None => self.shared.0.lock().unwrap().clone(),
+            };
+            let value = read.0.clone();
+            self.read = Some(read);
+            Ok(value)
+        }
+        fn swap(&mut self, value: &[u8]) -> Result<bool, StoreError> {
+            let (_, version) = self.read.take().expect("read first");
+            let mut cell = self.shared.0.lock().unwrap();
+            if cell.1 == version {
+                *cell = (Some(value.to_vec()), version + 1);
+                return Ok(true);
+            }
+            // The failed swap hands back a fresh read, as `cas-failed` does.
+            self.read = Some(cell.clone());
+            Ok(false)
+        }
+        fn cas_works(&mut self) -> Result<bool, StoreError> {
+            Ok(true)
+        }
+    }
+
+    #[test]
+    fn many_writers_computing_the_same_values_never_make_a_working_cas_look_broken() {
+        // Each update's new value depends only on the old one (as a token
+        // bucket's does once it runs ahead of the clock), so every rival
+        // that read the same value writes the same bytes.
+        let shared = Shared::default();
+        let (threads, each) = (8, 2_000);
+        let errors = std::sync::Mutex::new(Vec::new());
+        std::thread::scope(|s| {
+            for _ in 0..threads {
+                s.spawn(|| {
+                    for _ in 0..each {
+                        let mut h = Handle {
+                            shared: &shared,
+                            read: None,
+                        };
+                        // Attempts without bound: threads outnumber cores, so
+                        // an unlucky one may lose many rounds, and contention
+                        // is not what this checks.
+                        if let Err(e) = update_with(&mut h, usize::MAX, bump) {
+                            errors.lock().unwrap().push(e);
+                        }
+                    }
+                });
+            }
+        });
+        let errors = errors.into_inner().unwrap();
+        assert!(errors.is_empty(), "{} failed: {:?}", errors.len(), &errors[..errors.len().min(5)]);
+        let (value, writes) = shared.0.into_inner().unwrap();
+        assert_eq!(value.map_or(0, |v| v.len()), threads * each, "every update counts once");
+        // Telling a rival from a broken store never writes the contended
+        // key: such writes would invalidate every other writer's read.
+        assert_eq!(writes as usize, threads * each, "only updates write the key");
     }
 
     #[test]

@@ -88,6 +88,12 @@ fn secs_ceil(us: Micros) -> u64 {
     us.div_ceil(1_000_000)
 }
 
+/// Attempts [`check_gcra`] makes before a conflict counts as contention.
+/// One route-wide bucket is written by every request, so a writer can lose
+/// many rounds in a row while its thread is preempted; an attempt is two
+/// host calls (microseconds), cheap next to refusing the request.
+const GCRA_ATTEMPTS: usize = 1024;
+
 /// Applies [`gcra`] to `key` in `store` with a compare-and-swap loop.
 pub fn check_gcra(
     store: &Store,
@@ -96,7 +102,7 @@ pub fn check_gcra(
     q: &Quota,
     cost: u64,
 ) -> Result<Decision, StoreError> {
-    store.update(key, 64, |current| {
+    store.update(key, GCRA_ATTEMPTS, |current| {
         let tat = current
             .and_then(|b| <[u8; 8]>::try_from(b).ok())
             .map(u64::from_le_bytes);
