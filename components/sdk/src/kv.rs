@@ -370,12 +370,25 @@ mod tests {
             }
         });
         let errors = errors.into_inner().unwrap();
-        assert!(errors.is_empty(), "{} failed: {:?}", errors.len(), &errors[..errors.len().min(5)]);
+        assert!(
+            errors.is_empty(),
+            "{} failed: {:?}",
+            errors.len(),
+            &errors[..errors.len().min(5)]
+        );
         let (value, writes) = shared.0.into_inner().unwrap();
-        assert_eq!(value.map_or(0, |v| v.len()), threads * each, "every update counts once");
+        assert_eq!(
+            value.map_or(0, |v| v.len()),
+            threads * each,
+            "every update counts once"
+        );
         // Telling a rival from a broken store never writes the contended
         // key: such writes would invalidate every other writer's read.
-        assert_eq!(writes as usize, threads * each, "only updates write the key");
+        assert_eq!(
+            writes as usize,
+            threads * each,
+            "only updates write the key"
+        );
     }
 
     #[test]
